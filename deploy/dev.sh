@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine:
+#   deploy/dev.sh test   set up everything (virtualenv, locked install, Kafka jars) and run the whole test suite
+#   deploy/dev.sh demo   set up, then run the demo against a locally provisioned Kafka broker
+#   deploy/dev.sh setup  only set up
+# Extra arguments after `test` go to pytest; after `demo`, to `stream-service demo`.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+venv="$repo/.venv"
+python_bin=${PYTHON:-python3}
+
+setup() {
+    "$python_bin" - <<'PY' || { echo "dev.sh: Python >= 3.11 is required (set PYTHON=...)" >&2; exit 2; }
+import sys
+sys.exit(0 if sys.version_info >= (3, 11) else 1)
+PY
+    if [ ! -x "$venv/bin/python" ]; then
+        "$python_bin" -m venv "$venv"
+    fi
+    # Reinstall only when the lock file or the project metadata changed.
+    stamp="$venv/.installed-$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)"
+    if [ ! -f "$stamp" ]; then
+        "$venv/bin/python" -m pip install --quiet --upgrade "pip>=24"
+        "$venv/bin/python" -m pip install --quiet --require-hashes -r requirements.lock
+        "$venv/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
+        rm -f "$venv"/.installed-*
+        touch "$stamp"
+    fi
+    # Kafka broker jars from Maven Central, cached outside the repository (skipped when
+    # KAFKA_BOOTSTRAP_SERVERS names an existing cluster).
+    if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
+        "$venv/bin/python" -m stream_service.localkafka fetch
+    fi
+}
+
+cmd=${1:-test}
+shift || true
+case "$cmd" in
+    setup)
+        setup
+        ;;
+    test)
+        setup
+        set +e
+        "$venv/bin/python" -m pytest "$@"
+        code=$?
+        set -e
+        if [ "$code" -eq 5 ]; then
+            echo "dev.sh: pytest collected no tests; that is a failure" >&2
+            exit 1
+        fi
+        exit "$code"
+        ;;
+    demo)
+        setup
+        exec "$venv/bin/stream-service" demo "$@"
+        ;;
+    *)
+        echo "usage: deploy/dev.sh [test|demo|setup] [args...]" >&2
+        exit 2
+        ;;
+esac
