@@ -36,4 +36,6 @@ class Processor(Protocol):
 class BatchProcessor(Protocol):
     """Handles a whole batch; outputs come back in request order."""
 
-    def process_batch(self, requests: Sequence[Request], /) -> Sequence[object] | Awaitable[Sequence[object]]: ...
+    def process_batch(
+        self, requests: Sequence[Request], /
+    ) -> Sequence[object] | Awaitable[Sequence[object]]: ...
