@@ -1,0 +1,407 @@
+"""``stream-service reconcile``: prove every input offset has at least one output.
+
+Reads the lineage headers (``source-topic``/``source-partition``/``source-offset``) of the
+results and errors topics and checks them against the input topic's offsets, per partition,
+over ``[from, to)`` (default: earliest to the end offsets captured at start). Offsets may have
+gaps (transaction markers, compaction), so by default the input topic itself is read to learn
+which offsets exist; ``--assume-contiguous`` skips that read.
+
+Exit status: 0 when nothing is missing; 1 when some input has no output; 2 on errors.
+Duplicates (an input answered more than once) are reported but allowed: delivery is
+at-least-once. Run it once the service has caught up, or bound it with ``--to-offset``:
+inputs still being processed show up as missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
+
+import msgspec
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+
+from stream_service.errors import ConfigError
+from stream_service.tools.lineage import (
+    EXIT_ERROR,
+    ToolError,
+    add_connection_arguments,
+    client_options,
+    parse_lineage,
+    partition_bounds,
+    scan_topic,
+    tool_config,
+)
+
+__all__ = ["PartitionVerdict", "Tally", "Verdict", "reconcile", "register"]
+
+EXIT_MISSING = 1
+MAX_RANGES_LISTED = 1_000
+# One byte of bookkeeping per offset in range: refuse ranges that would need gigabytes.
+MAX_OFFSETS_PER_PARTITION = 500_000_000
+
+_ZERO = bytes([1] + [0] * 255)  # translate table: 1 where a count is zero, else 0
+_MANY = bytes([0, 0] + [1] * 254)  # 1 where a count is two or more
+_NONZERO = bytes([0] + [1] * 255)
+
+
+class PartitionVerdict(msgspec.Struct, frozen=True, kw_only=True):
+    """One input partition over ``[start, end)``; missing ranges are inclusive ``[first, last]``."""
+
+    partition: int
+    start: int
+    end: int
+    expected: int
+    answered: int
+    missing: int
+    missing_ranges: list[tuple[int, int]]
+    missing_ranges_truncated: bool = False
+    duplicated_offsets: int = 0  # inputs answered more than once
+    duplicate_outputs: int = 0  # outputs beyond the first per input
+    unknown_offsets: int = 0  # outputs naming an offset the input topic does not have
+
+
+class Verdict(msgspec.Struct, frozen=True, kw_only=True):
+    """The reconciliation of one input topic: ``ok`` when no input offset lacks an output."""
+
+    input_topic: str
+    ok: bool
+    expected: int
+    answered: int
+    missing: int
+    duplicated_offsets: int
+    duplicate_outputs: int
+    outside_range: int  # outputs for this topic outside the partitions/offsets checked
+    other_topics: int  # outputs answering another input topic
+    unlabelled: int = 0  # outputs without lineage headers
+    contiguous: bool = True  # True when offsets were assumed contiguous, not read
+    partitions: list[PartitionVerdict] = []
+
+
+class _Partition:
+    __slots__ = ("counts", "duplicates", "end", "present", "start")
+
+    def __init__(self, start: int, end: int, contiguous: bool) -> None:
+        if end - start > MAX_OFFSETS_PER_PARTITION:
+            raise ToolError(
+                f"{end - start} offsets in one partition is too many to reconcile at once: "
+                "narrow the range with --from-offset/--to-offset"
+            )
+        self.start, self.end = start, end
+        self.counts = bytearray(max(0, end - start))  # outputs per offset, saturating at 255
+        self.present = None if contiguous else bytearray(max(0, end - start))
+        self.duplicates = 0
+
+
+class Tally:
+    """Accumulates input offsets and output lineage, then gives the :class:`Verdict`.
+
+    ``input_ranges`` maps partition -> ``(start, end)``, end exclusive. With
+    ``contiguous=False`` only offsets passed to :meth:`expect` count as inputs. Memory is one
+    byte per offset in range (two when not contiguous).
+    """
+
+    def __init__(
+        self, input_topic: str, input_ranges: Mapping[int, tuple[int, int]], *, contiguous: bool = True
+    ):
+        self.input_topic = input_topic
+        self.contiguous = contiguous
+        self._parts = {p: _Partition(start, end, contiguous) for p, (start, end) in input_ranges.items()}
+        self.outside_range = 0
+        self.other_topics = 0
+        self.unlabelled = 0
+
+    def expect(self, partition: int, offset: int) -> None:
+        """Record that the input topic holds ``offset`` (ignored when contiguous or out of range)."""
+        part = self._parts.get(partition)
+        if part is not None and part.present is not None and part.start <= offset < part.end:
+            part.present[offset - part.start] = 1
+
+    def expect_many(self, partition: int, offsets: Iterable[int]) -> None:
+        for offset in offsets:
+            self.expect(partition, offset)
+
+    def seen(self, topic: str, partition: int, offset: int) -> None:
+        """Record one output answering ``topic``/``partition``/``offset``."""
+        if topic != self.input_topic:
+            self.other_topics += 1
+            return
+        part = self._parts.get(partition)
+        if part is None or not part.start <= offset < part.end:
+            self.outside_range += 1
+            return
+        index = offset - part.start
+        count = part.counts[index]
+        if count:
+            part.duplicates += 1
+        if count < 255:
+            part.counts[index] = count + 1
+
+    def verdict(self) -> Verdict:
+        partitions = [self._partition_verdict(p, part) for p, part in sorted(self._parts.items())]
+        missing = sum(v.missing for v in partitions)
+        return Verdict(
+            input_topic=self.input_topic,
+            ok=missing == 0,
+            expected=sum(v.expected for v in partitions),
+            answered=sum(v.answered for v in partitions),
+            missing=missing,
+            duplicated_offsets=sum(v.duplicated_offsets for v in partitions),
+            duplicate_outputs=sum(v.duplicate_outputs for v in partitions),
+            outside_range=self.outside_range,
+            other_topics=self.other_topics,
+            unlabelled=self.unlabelled,
+            contiguous=self.contiguous,
+            partitions=partitions,
+        )
+
+    @staticmethod
+    def _partition_verdict(partition: int, part: _Partition) -> PartitionVerdict:
+        size = len(part.counts)
+        unanswered = bytes(part.counts.translate(_ZERO))
+        unknown = 0
+        if part.present is None:
+            expected, missing_mask = size, unanswered
+        else:
+            expected = part.present.count(1)
+            # Both masks hold only 0/1 bytes, so a big-integer AND is a byte-wise AND, at C speed.
+            both = int.from_bytes(unanswered, "little") & int.from_bytes(part.present, "little")
+            missing_mask = both.to_bytes(size, "little")
+            answered_mask = int.from_bytes(part.counts.translate(_NONZERO), "little")
+            not_present = int.from_bytes(part.present.translate(_ZERO), "little")
+            unknown = (answered_mask & not_present).bit_count()
+        missing = missing_mask.count(1)
+        ranges, truncated = _ranges(missing_mask, part.present, part.start)
+        return PartitionVerdict(
+            partition=partition,
+            start=part.start,
+            end=part.end,
+            expected=expected,
+            answered=expected - missing,
+            missing=missing,
+            missing_ranges=ranges,
+            missing_ranges_truncated=truncated,
+            duplicated_offsets=part.counts.translate(_MANY).count(1),
+            duplicate_outputs=part.duplicates,
+            unknown_offsets=unknown,
+        )
+
+
+def _ranges(mask: bytes, present: bytearray | None, base: int) -> tuple[list[tuple[int, int]], bool]:
+    """Runs of 1 in ``mask`` as inclusive offset ranges; runs separated only by offsets that do
+    not exist in the input (``present`` is 0 there) are merged into one range."""
+    ranges: list[tuple[int, int]] = []
+    pos = mask.find(1)
+    while pos != -1:
+        stop = mask.find(0, pos)
+        stop = len(mask) if stop == -1 else stop
+        if ranges and present is not None and present.find(1, ranges[-1][1] - base + 1, pos) == -1:
+            ranges[-1] = (ranges[-1][0], base + stop - 1)
+        else:
+            if len(ranges) == MAX_RANGES_LISTED:
+                return ranges, True
+            ranges.append((base + pos, base + stop - 1))
+        pos = mask.find(1, stop)
+    return ranges, False
+
+
+def reconcile(
+    input_ranges: Mapping[int, tuple[int, int]],
+    seen: Iterable[tuple[str, int, int]],
+    input_topic: str,
+    *,
+    input_offsets: Mapping[int, Iterable[int]] | None = None,
+) -> Verdict:
+    """Check that every input offset in ``input_ranges`` (partition -> [start, end)) appears in
+    ``seen`` (source topic, partition, offset of each output). With ``input_offsets`` only those
+    offsets count as inputs; otherwise every offset in range does."""
+    tally = Tally(input_topic, input_ranges, contiguous=input_offsets is None)
+    for partition, offsets in (input_offsets or {}).items():
+        tally.expect_many(partition, offsets)
+    for topic, partition, offset in seen:
+        tally.seen(topic, partition, offset)
+    return tally.verdict()
+
+
+# ------------------------------------------------------------------------------------------- reading
+
+
+async def input_ranges(
+    options: Mapping[str, Any],
+    topic: str,
+    partitions: Collection[int] | None,
+    from_offset: int | None,
+    to_offset: int | None,
+) -> dict[int, tuple[int, int]]:
+    """partition -> [start, end) of ``topic``, clamped to what the topic holds right now."""
+    consumer = AIOKafkaConsumer(**options, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps, beginning, end = await partition_bounds(options, consumer, topic)
+    finally:
+        await consumer.stop()
+    known = {tp.partition for tp in tps}
+    if partitions is not None and (unknown := set(partitions) - known):
+        raise ToolError(f"topic {topic!r} has no partition {sorted(unknown)}")
+    ranges = {}
+    for tp in tps:
+        if partitions is None or tp.partition in partitions:
+            start = max(beginning[tp], from_offset if from_offset is not None else 0)
+            stop = end[tp] if to_offset is None else min(end[tp], to_offset)
+            ranges[tp.partition] = (start, max(start, stop))
+    return ranges
+
+
+async def reconcile_topics(
+    options: Mapping[str, Any],
+    input_topic: str,
+    output_topics: Iterable[str],
+    *,
+    partitions: Collection[int] | None = None,
+    from_offset: int | None = None,
+    to_offset: int | None = None,
+    assume_contiguous: bool = False,
+) -> Verdict:
+    """Read the input's offsets and the outputs' lineage from Kafka and reconcile them.
+
+    Input ranges are captured first, then the output end offsets: outputs written for inputs in
+    range before the scan starts are all seen.
+    """
+    ranges = await input_ranges(options, input_topic, partitions, from_offset, to_offset)
+    tally = Tally(input_topic, ranges, contiguous=assume_contiguous)
+
+    def on_output(record: Any) -> None:
+        lineage = parse_lineage(record.headers)
+        if lineage is None:
+            tally.unlabelled += 1
+        else:
+            tally.seen(lineage.topic, lineage.partition, lineage.offset)
+
+    scans = [scan_topic(options, topic, on_output) for topic in output_topics]
+    if not assume_contiguous and any(start < stop for start, stop in ranges.values()):
+        # Keys and values are fetched but never decoded: only the offsets matter.
+        scans.append(
+            scan_topic(
+                options,
+                input_topic,
+                lambda record: tally.expect(record.partition, record.offset),
+                ranges=ranges,
+            )
+        )
+    for stats in await asyncio.gather(*scans):
+        if not stats.complete:
+            raise ToolError(
+                f"could not read {stats.topic} to its end (no progress): the verdict would be wrong"
+            )
+    return tally.verdict()
+
+
+# ------------------------------------------------------------------------------------------ rendering
+
+
+def render_text(verdict: Verdict) -> str:
+    """The verdict as a table per partition, the missing ranges, notes and a one-line status."""
+    mode = "assumed contiguous" if verdict.contiguous else "read from the topic"
+    rows: list[tuple[str, ...]] = [("partition", "range", "expected", "answered", "missing", "duplicated")]
+    for p in verdict.partitions:
+        span = f"{p.start}..{p.end - 1}" if p.end > p.start else "(empty)"
+        counts = (p.expected, p.answered, p.missing, p.duplicated_offsets)
+        rows.append((str(p.partition), span, *(str(n) for n in counts)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [f"input topic {verdict.input_topic} (offsets {mode})", ""]
+    for row in rows:
+        left = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
+        right = [cell.rjust(width) for cell, width in zip(row[2:], widths[2:], strict=True)]
+        lines.append("  ".join(left + right))
+    lines.append("")
+    for p in verdict.partitions:
+        if p.missing_ranges:
+            shown = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in p.missing_ranges)
+            more = " ..." if p.missing_ranges_truncated else ""
+            lines.append(f"missing in partition {p.partition}: {shown}{more}")
+    unknown = sum(p.unknown_offsets for p in verdict.partitions)
+    notes = [
+        (verdict.duplicate_outputs, "duplicate outputs (redelivery; allowed at-least-once)"),
+        (verdict.outside_range, "outputs outside the checked range"),
+        (verdict.other_topics, "outputs answering other input topics"),
+        (verdict.unlabelled, "outputs without lineage headers"),
+        (unknown, "outputs naming offsets the input topic does not hold"),
+    ]
+    lines += [f"note: {count} {what}" for count, what in notes if count]
+    status = "OK" if verdict.ok else "MISSING"
+    lines.append(
+        f"{status}: {verdict.answered}/{verdict.expected} inputs answered, {verdict.missing} missing"
+    )
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------- command
+
+
+def _partition_list(text: str) -> list[int]:
+    try:
+        return sorted({int(p) for p in text.split(",") if p.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated partition numbers, got {text!r}"
+        ) from None
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``reconcile`` subcommand."""
+    parser = subparsers.add_parser(
+        "reconcile",
+        help="prove every input offset has an output (exit 1 when some are missing)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_connection_arguments(parser)
+    parser.add_argument("--input-topic", help="default: topics.input")
+    parser.add_argument("--results-topic", help="default: topics.results")
+    parser.add_argument("--errors-topic", help="default: topics.errors")
+    parser.add_argument("--partitions", type=_partition_list, help="input partitions to check, e.g. 0,3,4")
+    parser.add_argument("--from-offset", type=int, help="first input offset checked (every partition)")
+    parser.add_argument("--to-offset", type=int, help="end of the checked range, exclusive (every partition)")
+    parser.add_argument(
+        "--assume-contiguous",
+        action="store_true",
+        help="do not read the input topic: treat every offset in range as an input (faster; wrong "
+        "for transactional or compacted input topics)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of ``stream-service reconcile``: 0 all answered, 1 some missing, 2 errors."""
+    try:
+        config = tool_config(
+            args,
+            {
+                "input_topic": "topics.input",
+                "results_topic": "topics.results",
+                "errors_topic": "topics.errors",
+            },
+        )
+        verdict = asyncio.run(
+            reconcile_topics(
+                client_options(config),
+                config.topics.input,
+                [config.topics.results, config.topics.errors],
+                partitions=args.partitions,
+                from_offset=args.from_offset,
+                to_offset=args.to_offset,
+                assume_contiguous=args.assume_contiguous,
+            )
+        )
+    except (ToolError, ConfigError, KafkaError, OSError) as exc:
+        print(f"reconcile: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        sys.stdout.write(msgspec.json.format(msgspec.json.encode(verdict), indent=2).decode() + "\n")
+    else:
+        sys.stdout.write(render_text(verdict))
+    return 0 if verdict.ok else EXIT_MISSING

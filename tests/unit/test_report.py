@@ -1,0 +1,193 @@
+"""Tests for stream_service.tools.report: analyse() figures, recommendations, rendering, the CLI on a file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from stream_service.messages import ErrorRecord, Result
+from stream_service.tools import report
+from stream_service.tools.lineage import ToolError, parse_time
+from stream_service.tools.report import analyse, percentile, render_text
+
+
+def _result(pt: float, profile: str, hrv: list[float] | None = None, cached: bool = False) -> Result:
+    return Result(
+        id=f"r{pt}",
+        content="ok",
+        hrv_vector=hrv,
+        processing_time=pt,
+        tenant="t",
+        profile_name=profile,
+        cached=cached,
+    )
+
+
+def _error(error_type: str, message: str) -> ErrorRecord:
+    return ErrorRecord(id="e", error=message, error_type=error_type)  # type: ignore[arg-type]
+
+
+KNOWN: list[Result | ErrorRecord] = [
+    _result(0.1, "alpha", [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]),
+    _result(0.2, "alpha", [0.2] * 8, cached=True),
+    _result(0.3, "beta"),
+    _result(0.4, "beta", [1.0] * 8),
+    _error("timeout", "took too long"),
+    _error("timeout", "took too long"),
+    _error("validation", "$.prompt: Expected `str`"),
+]
+
+
+def test_analyse_overview_and_performance_match_hand_computed_figures() -> None:
+    """Counts, success rate and processing-time statistics match values computed by hand."""
+    r = analyse(KNOWN, wall_seconds=2.0)
+    assert (r.overview.total, r.overview.successful, r.overview.failed) == (7, 4, 3)
+    assert r.overview.success_rate == pytest.approx(4 / 7)
+    p = r.performance
+    assert p.count == 4
+    assert p.total_s == pytest.approx(1.0)
+    assert p.mean_s == pytest.approx(0.25)
+    assert p.median_s == pytest.approx(0.25)
+    assert p.p95_s == pytest.approx(0.385)  # rank 0.95 * 3 = 2.85 -> 0.3 + 0.85 * 0.1
+    assert p.p99_s == pytest.approx(0.397)
+    assert (p.min_s, p.max_s) == (0.1, 0.4)
+    assert p.throughput_per_s == pytest.approx(2.0)  # 4 successes over 2 s
+
+
+def test_analyse_hrv_per_profile() -> None:
+    """Each profile gets the mean of every dimension and the mean of all eight over its vectors."""
+    alpha, beta = analyse(KNOWN).hrv
+    assert (alpha.profile, alpha.count, alpha.with_hrv) == ("alpha", 2, 2)
+    assert list(alpha.dimensions.values()) == pytest.approx([0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45])
+    assert alpha.mean_overall == pytest.approx(0.275)
+    assert list(alpha.dimensions)[0] == "valence"
+    assert (beta.profile, beta.count, beta.with_hrv) == ("beta", 2, 1)
+    assert beta.mean_overall == pytest.approx(1.0)
+
+
+def test_analyse_errors_and_cache() -> None:
+    """Errors are counted by type (most common first) with the top messages; cache rate is over successes."""
+    r = analyse(KNOWN)
+    assert r.errors.by_type == {"timeout": 2, "validation": 1}
+    assert [(m.message, m.count) for m in r.errors.top_messages] == [
+        ("took too long", 2),
+        ("$.prompt: Expected `str`", 1),
+    ]
+    assert (r.cache.hits, r.cache.hit_rate) == (1, 0.25)
+
+
+def test_recommendations_follow_the_figures() -> None:
+    """Low success rate, low throughput, a dominant error type and back-pressure each give advice."""
+    recs = analyse(KNOWN, wall_seconds=2.0, backpressure_seconds=5.0).recommendations
+    assert len(recs) == 4
+    assert "57.1%" in recs[0]
+    assert "2.0 results/s" in recs[1]
+    assert recs[2].startswith("timeout errors are 67%") and "request_timeout_s" in recs[2]
+    assert "back-pressure" in recs[3]
+
+
+def test_slow_tail_is_flagged_only_with_enough_samples() -> None:
+    """A p95 over three times the mean is flagged once there are at least 20 results."""
+    times = [0.01] * 18 + [1.0, 1.0]
+    tail = analyse([_result(t, "p") for t in times]).recommendations
+    assert any("slow tail" in r for r in tail)
+    few = analyse([_result(t, "p") for t in [0.01, 0.01, 1.0]]).recommendations
+    assert not any("slow tail" in r for r in few)
+
+
+def test_healthy_run_has_no_recommendations() -> None:
+    """All successes at a good rate, no back-pressure: nothing to recommend."""
+    r = analyse([_result(0.05, "p") for _ in range(100)], wall_seconds=1.0, backpressure_seconds=0.0)
+    assert r.recommendations == []
+    assert r.overview.success_rate == 1.0
+
+
+def test_empty_input_gives_empty_figures() -> None:
+    """No records: zero counts and absent statistics, and rendering still works."""
+    r = analyse([])
+    assert r.overview.total == 0 and r.overview.success_rate is None
+    assert r.performance.mean_s is None and r.performance.throughput_per_s is None
+    assert "(no successful results)" in render_text(r)
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [
+        pytest.param([5.0], 0.95, 5.0, id="single value"),
+        pytest.param([1.0, 2.0], 0.5, 1.5, id="midpoint"),
+        pytest.param([1.0, 2.0, 3.0, 4.0, 5.0], 1.0, 5.0, id="maximum"),
+    ],
+)
+def test_percentile_interpolates_linearly(values: list[float], q: float, expected: float) -> None:
+    """percentile() interpolates between closest ranks."""
+    assert percentile(values, q) == pytest.approx(expected)
+
+
+def test_render_text_aligns_columns() -> None:
+    """The text report has every section and right-aligned numbers in its tables."""
+    text = render_text(analyse(KNOWN, wall_seconds=2.0))
+    for section in ["OVERVIEW", "PERFORMANCE", "HRV BY PROFILE", "ERRORS", "RECOMMENDATIONS"]:
+        assert section in text
+    rows = [line for line in text.splitlines() if line.startswith("  alpha") or line.startswith("  beta")]
+    assert len(rows) == 2 and len(rows[0]) == len(rows[1])
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    report.register(parser.add_subparsers())
+    return parser
+
+
+def test_cli_reads_a_jsonl_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """report --file --json prints the analysis of a JSONL file, counting undecodable lines."""
+    path = tmp_path / "out.jsonl"
+    lines = [msgspec.json.encode(r) for r in KNOWN] + [b"not json", b""]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    args = _parser().parse_args(["report", "--file", str(path), "--wall-seconds", "2", "--json"])
+    assert args.handler(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["overview"] == {
+        "total": 7,
+        "successful": 4,
+        "failed": 3,
+        "success_rate": pytest.approx(4 / 7),
+    }
+    assert data["performance"]["throughput_per_s"] == pytest.approx(2.0)
+    assert data["skipped_records"] == 1
+
+
+def test_cli_text_output_and_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --json the report is text; an unreadable file exits 2 with a message."""
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b"\n".join(msgspec.json.encode(r) for r in KNOWN))
+    args = _parser().parse_args(["report", "--file", str(path)])
+    assert args.handler(args) == 0
+    assert "OVERVIEW" in capsys.readouterr().out
+    args = _parser().parse_args(["report", "--file", str(tmp_path / "missing.jsonl")])
+    assert args.handler(args) == 2
+    assert "report:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "expected_ms"),
+    [
+        pytest.param("2024-05-01T12:00:00Z", 1714564800000, id="ISO with Z"),
+        pytest.param("2024-05-01T12:00:00", 1714564800000, id="naive ISO is UTC"),
+        pytest.param("2024-05-01T14:00:00+02:00", 1714564800000, id="ISO with offset"),
+        pytest.param("15m", (1_000_000 - 900) * 1000, id="minutes ago"),
+        pytest.param("2h", (1_000_000 - 7200) * 1000, id="hours ago"),
+    ],
+)
+def test_parse_time_bounds(text: str, expected_ms: int) -> None:
+    """--since/--until accept ISO 8601 (UTC when naive) or a duration ago."""
+    assert parse_time(text, now_s=lambda: 1_000_000.0) == expected_ms
+
+
+def test_parse_time_rejects_garbage() -> None:
+    """An unreadable time bound is a ToolError that shows the accepted forms."""
+    with pytest.raises(ToolError, match="ISO 8601"):
+        parse_time("yesterday")
