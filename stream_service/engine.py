@@ -1,0 +1,562 @@
+"""The engine: the pipeline steps assembled in one place.
+
+    consume ──> decode ──> order (key gate) ──> cache ──> schedule (fair, limited) ──> batch
+       ^                                                                               │
+       │ pause/resume                                                                  v
+    back-pressure <── in-flight bound <── commit <── publish (acks) <── execute (retries)
+
+Records are tracked from the moment they are consumed until their output is acknowledged;
+offsets are committed only behind that point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import structlog
+from aiokafka import TopicPartition
+
+from stream_service.config import Config
+from stream_service.messages import ErrorRecord, Result
+from stream_service.observability import audit
+from stream_service.observability.metrics import Metrics
+from stream_service.pipeline.batch import BatchPolicy, BatchSizer
+from stream_service.pipeline.commit import Committer
+from stream_service.pipeline.consume import BackPressurePolicy, PollLoop
+from stream_service.pipeline.decode import DecodeFailure, RequestDecoder
+from stream_service.pipeline.execute import Executor, Outcome
+from stream_service.pipeline.publish import OutputEncoder, OutRecord, Publisher
+from stream_service.pipeline.quota import TenantQuota
+from stream_service.pipeline.schedule import FairScheduler, SchedulerPolicy
+from stream_service.pipeline.work import PartitionState, WorkItem
+from stream_service.processors.base import Output
+from stream_service.processors.cache import ResultCache
+
+CONTENT_TYPE_HEADER = "content-type"
+ORDER_BY_PARTITION = 0  # the single gate key used when ordering = partition
+
+
+class Engine:
+    """Moves records from the input topic to the output topics, at least once.
+
+    Guarantees:
+    - every consumed record yields exactly one output (a Result or an ErrorRecord) before its
+      offset can be committed;
+    - in-flight work (consumed, output not acknowledged) stays within ``executor.max_in_flight``
+      records and about ``executor.max_in_flight_bytes``; beyond it, partitions pause;
+    - ``ordering = key``: records with the same key run one after another in offset order;
+    - per-partition state is made fresh on every assignment, and work of a revoked partition
+      that finishes late cannot touch the state of a later assignment.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        consumer: Any,
+        producer: Any,
+        executor: Executor,
+        decoder: RequestDecoder,
+        metrics: Metrics,
+        cache: ResultCache | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.consumer = consumer
+        self.executor = executor
+        self.decoder = decoder
+        self.metrics = metrics
+        self.cache = cache
+        self.clock = clock
+        self.log = structlog.get_logger("stream_service.engine")
+        self.audit_requests = config.observability.audit_requests
+
+        self.states: dict[TopicPartition, PartitionState] = {}
+        # ``tracked``: consumed and not yet committed -- bounded by max_in_flight, so a crash
+        # redelivers at most that many. ``active``: consumed and output not yet acknowledged.
+        # ``tracked_bytes``: bytes of the active records, the memory they hold.
+        self.tracked = 0
+        self.active = 0
+        self.tracked_bytes = 0
+        self._commit_wanted = asyncio.Event()
+        self._commit_threshold = max(1, config.executor.max_in_flight // 4)
+        self.capacity_changed = asyncio.Event()
+        self._completed = asyncio.Event()
+        self._work_ready = asyncio.Event()
+        self._batch_full = asyncio.Event()
+        self._first_ready_at: float | None = None
+        self._coalescing: dict[bytes, list[WorkItem]] = {}
+        self._batch_ids = itertools.count(1)
+        self._tasks: asyncio.TaskGroup | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self._dispatching = True
+
+        self.ordering = config.executor.ordering
+        self.policy = BatchPolicy.from_settings(config.batch)
+        self.sizer = BatchSizer(self.policy)
+        self.scheduler = FairScheduler(SchedulerPolicy.from_settings(config.limiter), clock)
+        self.quota = TenantQuota(config.limits, clock)
+        self.encoder = OutputEncoder(
+            results_topic=config.topics.results,
+            errors_topic=config.topics.errors,
+            encoding=config.delivery.encoding,
+        )
+        self.publisher = Publisher(
+            producer, self.encoder, max_request_size=config.kafka.producer_max_request_size
+        )
+        self.committer = Committer(consumer, self.states, on_commit=self._on_commit)
+        self.poller = PollLoop(
+            consumer,
+            self,
+            BackPressurePolicy(
+                config.executor.max_in_flight, config.executor.max_in_flight_bytes, config.batch.max_size
+            ),
+            on_pause_change=metrics.paused_partitions.set,
+            on_pause=lambda reason: metrics.pauses_total.labels(reason=reason).inc(),
+        )
+        metrics.batch_target_size.set(self.sizer.size)
+
+    # ----------------------------------------------------------------- intake (consume -> decode -> order)
+
+    def intake(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        """Register, decode and admit records from one ``getmany``; never raises for bad input."""
+        direct: list[tuple[WorkItem, OutRecord]] = []
+        decode = self.decoder.decode
+        ordering = self.ordering
+        count = 0
+        nbytes = 0
+        for tp, records in batch.items():
+            state = self.states.get(tp)
+            if state is None or state.revoked:
+                continue  # fetched before a rebalance took the partition away: it is redelivered
+            track = state.tracker.add
+            gate = state.gate
+            for rec in records:
+                track(rec.offset)
+                value = rec.value
+                size = len(value) if value is not None else 0
+                content_type = None
+                if rec.headers:
+                    for name, hval in rec.headers:
+                        if name == CONTENT_TYPE_HEADER:
+                            content_type = hval.decode("latin-1")
+                decoded = decode(value, content_type)
+                count += 1
+                nbytes += size
+                if isinstance(decoded, DecodeFailure):
+                    item = WorkItem(state, rec.offset, None, rec.timestamp, size, None, decoded)
+                    direct.append((item, self._failure_record(item, decoded)))
+                    continue
+                key = (
+                    rec.key if ordering == "key" else ORDER_BY_PARTITION if ordering == "partition" else None
+                )
+                item = WorkItem(state, rec.offset, key, rec.timestamp, size, decoded, None)
+                rejection = self.quota.admit(decoded.tenant, self.scheduler.queued(decoded.tenant))
+                if rejection is not None:
+                    direct.append(
+                        (item, self._error_record(item, rejection.error_type, str(rejection), 0, 0.0))
+                    )
+                    continue
+                state.queued += 1
+                if gate is None or gate.offer(key, item):
+                    item.gated = gate is not None and key is not None
+                    self._admit(item, direct)
+                else:
+                    item.gated = True
+        self.tracked += count
+        self.active += count
+        self.tracked_bytes += nbytes
+        self.metrics.consumed_total.inc(count)
+        self.metrics.in_flight_requests.set(self.tracked)
+        self.metrics.in_flight_bytes.set(self.tracked_bytes)
+        if direct:
+            self._spawn(self._publish_direct(direct))
+
+    def _admit(self, item: WorkItem, direct: list[tuple[WorkItem, OutRecord]]) -> None:
+        """A request its key gate let through: answer from the cache, join an identical one, or queue."""
+        cache = self.cache
+        request = item.request
+        assert request is not None
+        if cache is not None:
+            key = item.cache_key = cache.key(request)
+            hit = cache.get(key)
+            if hit is not None:
+                self.metrics.cache_hits_total.inc()
+                item.state.queued -= 1
+                item.state.in_flight += 1
+                direct.append((item, self._result_record(item, hit, attempts=0, seconds=0.0, cached=True)))
+                return
+            self.metrics.cache_misses_total.inc()
+            followers = self._coalescing.get(key)
+            if followers is not None:
+                # An identical request is running: answer this one with its result.
+                item.state.queued -= 1
+                item.state.in_flight += 1
+                followers.append(item)
+                return
+            self._coalescing[key] = []
+        item.scheduled = True
+        item.enqueued_at = self.clock()
+        if self.scheduler.size == 0:
+            self._first_ready_at = item.enqueued_at
+        self.scheduler.push(item)
+        if not self._work_ready.is_set():
+            self._work_ready.set()
+        if self.scheduler.size >= self.sizer.size and not self._batch_full.is_set():
+            self._batch_full.set()
+
+    # ----------------------------------------------------------------- dispatch (batch -> limit -> execute)
+
+    async def dispatch_loop(self) -> None:
+        """Close batches (size, bytes or linger), take them fairly under the limits, and run them."""
+        policy = self.policy
+        scheduler = self.scheduler
+        while True:
+            if scheduler.size == 0:
+                self._work_ready.clear()
+                await self._work_ready.wait()
+                continue
+            target = self.sizer.size
+            if scheduler.size < target and policy.linger_s > 0 and self._dispatching:
+                first = self._first_ready_at if self._first_ready_at is not None else self.clock()
+                remaining = first + policy.linger_s - self.clock()
+                if remaining > 0:
+                    self._batch_full.clear()
+                    if scheduler.size < target:
+                        await _wait_event(self._batch_full, remaining)
+            free = self.executor.free()
+            if free <= 0:
+                self.executor.capacity_changed.clear()
+                await self.executor.capacity_changed.wait()
+                continue
+            started_wait = self.clock()
+            items, wait_s = scheduler.take(min(target, free), policy.max_bytes)
+            if not items:
+                # Limits hold the waiting work back: wait for tokens, or for a slot to free up.
+                self._completed.clear()
+                await _wait_event(self._completed, wait_s if wait_s > 0 else 0.05)
+                self.metrics.limiter_wait_seconds_total.inc(self.clock() - started_wait)
+                continue
+            self._first_ready_at = self.clock() if scheduler.size else None
+            self._batch_full.clear()
+            for item in items:
+                item.state.queued -= 1
+                item.state.in_flight += 1
+            self.executor.acquire(len(items))
+            self._spawn(self._run_batch(items))
+
+    async def _run_batch(self, items: list[WorkItem]) -> None:
+        started = self.clock()
+        try:
+            outcomes = await self.executor.run([item.request for item in items])  # type: ignore[misc]
+        finally:
+            self.executor.release(len(items))
+        elapsed = self.clock() - started
+        self.metrics.batch_target_size.set(self.sizer.record(len(items), elapsed))
+        self.metrics.batch_size.observe(len(items))
+        records: list[OutRecord] = []
+        finished: list[WorkItem] = []
+        for item, outcome in zip(items, outcomes, strict=True):
+            records.append(self._outcome_record(item, outcome))
+            finished.append(item)
+            if item.cache_key is not None:
+                followers = self._coalescing.pop(item.cache_key, None)
+                if outcome.output is not None and self.cache is not None:
+                    self.cache.put(item.cache_key, outcome.output)
+                for follower in followers or ():
+                    records.append(self._follower_record(follower, outcome))
+                    finished.append(follower)
+        await self.publisher.publish(records)
+        self._complete(finished, records, batch_latency_s=self.clock() - started)
+
+    async def _publish_direct(self, direct: list[tuple[WorkItem, OutRecord]]) -> None:
+        records = [rec for _, rec in direct]
+        await self.publisher.publish(records)
+        self._complete([item for item, _ in direct], records, batch_latency_s=None)
+
+    # ----------------------------------------------------------------- completion (publish -> commit)
+
+    def _complete(
+        self, items: list[WorkItem], records: list[OutRecord], *, batch_latency_s: float | None
+    ) -> None:
+        """Outputs of ``items`` are acknowledged: advance offsets, open key gates, free capacity."""
+        metrics = self.metrics
+        now_ms = time.time() * 1000.0
+        outcomes: Counter[tuple[str, str]] = Counter()
+        errors: Counter[str] = Counter()
+        latencies: list[float] = []
+        nbytes = 0
+        for item, rec in zip(items, records, strict=True):
+            state = item.state
+            state.tracker.done(item.offset)
+            state.in_flight -= 1
+            nbytes += item.size
+            if item.scheduled:
+                self.scheduler.complete(item.tenant)
+            if item.gated:
+                nxt = state.gate.release(item.key) if state.gate is not None else None
+                if nxt is not None and not state.revoked:
+                    direct: list[tuple[WorkItem, OutRecord]] = []
+                    self._admit(nxt, direct)
+                    if direct:
+                        self._spawn(self._publish_direct(direct))
+            if rec.error_type is not None:
+                errors[rec.error_type] += 1
+            outcomes[(item.tenant, rec.outcome)] += 1
+            latencies.append(max(0.0, now_ms - item.timestamp_ms) / 1000.0)
+        metrics.end_to_end_seconds.observe_many(latencies)
+        self.active -= len(items)
+        self.tracked_bytes -= nbytes
+        if self.tracked - self.active >= self._commit_threshold:
+            self._commit_wanted.set()  # finished work holds capacity until committed: commit now
+        metrics.count_requests(outcomes)
+        for error_type, n in errors.items():
+            metrics.errors_total.labels(error_type=error_type).inc(n)
+        metrics.published_total.labels(topic=self.encoder.results_topic).inc(
+            len(items) - sum(errors.values())
+        )
+        if errors:
+            metrics.published_total.labels(topic=self.encoder.errors_topic).inc(sum(errors.values()))
+        metrics.in_flight_requests.set(self.tracked)
+        metrics.in_flight_bytes.set(self.tracked_bytes)
+        if batch_latency_s is not None:
+            audit.batch_completed(
+                self.log,
+                batch_id=next(self._batch_ids),
+                size=len(items),
+                partitions={(i.state.topic, i.state.partition) for i in items},
+                tenants=Counter(i.tenant for i in items),
+                outcomes=Counter(rec.outcome for rec in records),
+                latency_s=round(batch_latency_s, 6),
+            )
+        self.capacity_changed.set()
+        self._completed.set()
+
+    # ----------------------------------------------------------------- records
+
+    def _result_record(
+        self, item: WorkItem, output: Output, *, attempts: int, seconds: float, cached: bool
+    ) -> OutRecord:
+        request = item.request
+        assert request is not None
+        metadata = request.metadata if not output.metadata else {**request.metadata, **output.metadata}
+        result = Result(
+            id=request.id,
+            content=output.content,
+            hrv_vector=output.hrv_vector,
+            processing_time=seconds,
+            tenant=request.tenant,
+            profile_name=request.profile_name,
+            metadata=metadata,
+            cached=cached,
+            attempts=attempts,
+        )
+        if self.audit_requests:
+            audit.request_completed(
+                self.log,
+                request_id=request.id,
+                tenant=request.tenant,
+                profile_name=request.profile_name,
+                prompt=request.prompt,
+                topic=item.state.topic,
+                partition=item.state.partition,
+                offset=item.offset,
+                latency_s=seconds,
+                attempts=attempts,
+                cached=cached,
+            )
+        return self.encoder.result(item, result)
+
+    def _error_record(
+        self, item: WorkItem, error_type: Any, message: str, attempts: int, seconds: float
+    ) -> OutRecord:
+        request = item.request
+        assert request is not None
+        audit.request_failed(
+            self.log,
+            request_id=request.id,
+            tenant=request.tenant,
+            error_type=error_type,
+            error=message,
+            attempts=attempts,
+            topic=item.state.topic,
+            partition=item.state.partition,
+            offset=item.offset,
+        )
+        record = ErrorRecord(
+            id=request.id,
+            error=message,
+            error_type=error_type,
+            attempts=attempts,
+            processing_time=seconds,
+            tenant=request.tenant,
+            profile_name=request.profile_name,
+            metadata=request.metadata,
+        )
+        return self.encoder.error(item, record)
+
+    def _failure_record(self, item: WorkItem, failure: DecodeFailure) -> OutRecord:
+        audit.request_failed(
+            self.log,
+            request_id=failure.request_id,
+            tenant=failure.tenant,
+            error_type=failure.error_type,
+            error=failure.message,
+            attempts=0,
+            topic=item.state.topic,
+            partition=item.state.partition,
+            offset=item.offset,
+        )
+        return self.encoder.error(item, failure.to_error_record())
+
+    def _outcome_record(self, item: WorkItem, outcome: Outcome) -> OutRecord:
+        if outcome.attempts > 1:
+            kind = outcome.error.error_type if outcome.error is not None else "recovered"
+            self.metrics.retries_total.labels(error_type=kind).inc(outcome.attempts - 1)
+        self.metrics.processing_seconds.observe(outcome.seconds)
+        if outcome.output is not None:
+            return self._result_record(
+                item, outcome.output, attempts=outcome.attempts, seconds=outcome.seconds, cached=False
+            )
+        assert outcome.error is not None
+        return self._error_record(
+            item, outcome.error.error_type, str(outcome.error), outcome.attempts, outcome.seconds
+        )
+
+    def _follower_record(self, item: WorkItem, outcome: Outcome) -> OutRecord:
+        if outcome.output is not None:
+            return self._result_record(item, outcome.output, attempts=0, seconds=0.0, cached=True)
+        assert outcome.error is not None
+        return self._error_record(item, outcome.error.error_type, str(outcome.error), 0, 0.0)
+
+    # ----------------------------------------------------------------- assignment, drain, commit
+
+    def assign(self, partitions: Iterable[TopicPartition]) -> None:
+        """Fresh state for every assigned partition (paused flags, buffers, gates all reset)."""
+        ordered = self.ordering != "unordered"
+        for tp in partitions:
+            self.states[tp] = PartitionState(tp.topic, tp.partition, ordered=ordered)
+        self.consumer.resume(*self.states.keys())  # pause state must not survive a rebalance
+        self.metrics.assigned_partitions.set(len(self.states))
+
+    def stop_admitting(self, partitions: Iterable[TopicPartition]) -> list[PartitionState]:
+        """Revoke: drop waiting work of these partitions (it is redelivered) and return their states."""
+        revoked: list[PartitionState] = []
+        for tp in partitions:
+            state = self.states.get(tp)
+            if state is not None:
+                state.revoked = True
+                revoked.append(state)
+        if not revoked:
+            return revoked
+        dropped = self.scheduler.remove_if(lambda item: item.state.revoked)
+        for state in revoked:
+            if state.gate is not None:
+                dropped.extend(state.gate.clear())
+            state.queued = 0
+        for item in dropped:
+            if item.cache_key is not None and item.cache_key in self._coalescing:
+                followers = self._coalescing.pop(item.cache_key)
+                for follower in followers:  # its followers have nobody to answer them now
+                    follower.state.in_flight -= 1
+                    dropped.append(follower)
+        self.active -= len(dropped)  # never acknowledged; ``tracked`` drops when the state is forgotten
+        self.tracked_bytes -= sum(item.size for item in dropped)
+        self.capacity_changed.set()
+        return revoked
+
+    async def wait_idle(self, states: Iterable[PartitionState] | None, timeout_s: float) -> bool:
+        """Wait until the given partitions (default: all work) have nothing in flight."""
+        deadline = self.clock() + timeout_s
+
+        def busy() -> bool:
+            if states is None:
+                return self.active > 0
+            return any(s.in_flight > 0 for s in states)
+
+        while busy():
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                return False
+            self._completed.clear()
+            if busy():
+                await _wait_event(self._completed, remaining)
+        return True
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """Release revoked partitions: whatever they still hold is no longer ours to commit."""
+        for tp in partitions:
+            state = self.states.pop(tp, None)
+            if state is not None:
+                self.tracked -= state.tracker.held()
+        self.metrics.in_flight_requests.set(self.tracked)
+        self.capacity_changed.set()
+        self.committer.forget(partitions)
+        self.metrics.forget_partitions((tp.topic, tp.partition) for tp in partitions)
+        self.metrics.assigned_partitions.set(len(self.states))
+
+    def _on_commit(self, offsets: dict[TopicPartition, int], released: int) -> None:
+        self.tracked -= released
+        self.metrics.in_flight_requests.set(self.tracked)
+        self.capacity_changed.set()
+        self.metrics.commits_total.inc()
+        audit.committed(self.log, {(tp.topic, tp.partition): off for tp, off in offsets.items()})
+
+    async def commit_loop(self) -> None:
+        """Commit about once per ``delivery.commit_interval_s`` and refresh the lag gauges."""
+        interval = self.config.delivery.commit_interval_s
+        while True:
+            # About once an interval, or sooner when finished work is holding capacity.
+            await _wait_event(self._commit_wanted, interval)
+            self._commit_wanted.clear()
+            await self.committer.commit()
+            for tp, state in self.states.items():
+                high = self.consumer.highwater(tp)
+                done = state.tracker.committable()
+                if high is not None and done is not None:
+                    self.metrics.set_lag(tp.topic, tp.partition, high - done)
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self, tasks: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
+        """Start the loops in the service's TaskGroup; return the ones to cancel at shutdown."""
+        self._tasks = tasks
+        return [
+            tasks.create_task(self.poller.run(), name="poll"),
+            tasks.create_task(self.dispatch_loop(), name="dispatch"),
+            tasks.create_task(self.commit_loop(), name="commit"),
+        ]
+
+    def _spawn(self, coro: Any) -> None:
+        """Run a batch's work as a task of the service's TaskGroup, remembered until it ends."""
+        assert self._tasks is not None, "engine not started"
+        task = self._tasks.create_task(coro)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    def cancel_in_flight(self) -> None:
+        """Shutdown after a drain timeout: abandon unfinished work (it is redelivered, never lost)."""
+        for task in list(self._running):
+            task.cancel()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Stop consuming, finish everything consumed, and commit. Return False on timeout."""
+        self.poller.stop()
+        self._dispatching = False
+        self._work_ready.set()
+        idle = await self.wait_idle(None, timeout_s)
+        await self.committer.commit()
+        return idle
+
+
+async def _wait_event(event: asyncio.Event, timeout_s: float) -> None:
+    try:
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    except TimeoutError:
+        pass

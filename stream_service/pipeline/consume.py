@@ -1,0 +1,141 @@
+"""Consume: the poll loop. It never stops calling ``getmany``; back-pressure pauses partitions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+
+from stream_service.observability import audit
+from stream_service.pipeline.work import PartitionState
+
+POLL_TIMEOUT_MS = 100  # how long getmany waits for data when partitions are flowing
+IDLE_POLL_S = 0.5  # how long to wait for capacity before polling again with everything paused
+MAX_POLL_RECORDS = 4096  # records per getmany; bounded further by the free in-flight capacity
+RESUME_FRACTION = 0.9  # global pause lifts once in-flight work is under this share of its bound
+
+
+@dataclass(frozen=True, slots=True)
+class BackPressurePolicy:
+    """When to pause: the global in-flight bounds (requests, bytes) and a per-partition backlog bound.
+
+    A partition is paused when the global bound is reached, or when its own waiting backlog
+    reaches ``partition_backlog`` (work held back by the rate limiter or a busy key). It resumes
+    with hysteresis, at half the backlog and ``RESUME_FRACTION`` of the global bound, so a
+    partition does not flap on every record.
+    """
+
+    max_in_flight: int
+    max_in_flight_bytes: int
+    batch_max_size: int
+
+    def partition_backlog(self, assigned: int) -> int:
+        return max(self.batch_max_size, self.max_in_flight // max(1, assigned))
+
+
+class Intake(Protocol):
+    """What the poll loop feeds: the engine's view of in-flight work."""
+
+    states: dict[TopicPartition, PartitionState]
+    tracked: int
+    tracked_bytes: int
+    capacity_changed: asyncio.Event
+
+    def intake(self, batch: dict[TopicPartition, list[Any]]) -> None: ...
+
+
+class PollLoop:
+    """Calls ``getmany`` until stopped, feeding records to the engine.
+
+    Guarantees: the loop keeps polling while work runs (so the member never exceeds
+    ``max.poll.interval.ms``), even with every partition paused; it never takes more records
+    than the free in-flight capacity, so in-flight work stays within ``max_in_flight``.
+    """
+
+    def __init__(
+        self,
+        consumer: Any,
+        engine: Intake,
+        policy: BackPressurePolicy,
+        *,
+        on_pause_change: Callable[[int], None] | None = None,
+        on_pause: Callable[[str], None] | None = None,
+    ) -> None:
+        self._consumer = consumer
+        self._engine = engine
+        self._policy = policy
+        self._stop = asyncio.Event()
+        self._log = structlog.get_logger("stream_service.consume")
+        self._on_pause_change = on_pause_change
+        self._on_pause = on_pause
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _apply_back_pressure(self) -> int:
+        """Pause or resume partitions; return the number of records that may be taken now."""
+        engine, policy = self._engine, self._policy
+        free = policy.max_in_flight - engine.tracked
+        free_bytes = policy.max_in_flight_bytes - engine.tracked_bytes
+        states = engine.states
+        backlog = policy.partition_backlog(len(states))
+        global_full = free <= 0 or free_bytes <= 0
+        global_ok = engine.tracked <= policy.max_in_flight * RESUME_FRACTION and free_bytes > 0
+        to_pause: list[TopicPartition] = []
+        to_resume: list[TopicPartition] = []
+        reason = "in_flight_full" if free <= 0 else "in_flight_bytes_full" if free_bytes <= 0 else "backlog"
+        for tp, state in states.items():
+            if state.revoked:
+                continue
+            if not state.paused:
+                if global_full or state.queued >= backlog:
+                    state.paused = True
+                    to_pause.append(tp)
+            elif global_ok and state.queued <= backlog // 2:
+                state.paused = False
+                to_resume.append(tp)
+        if to_pause:
+            self._consumer.pause(*to_pause)
+            audit.paused(self._log, [(tp.topic, tp.partition) for tp in to_pause], reason)
+            if self._on_pause is not None:
+                self._on_pause(reason)
+        if to_resume:
+            self._consumer.resume(*to_resume)
+            audit.resumed(self._log, [(tp.topic, tp.partition) for tp in to_resume], "capacity")
+        if (to_pause or to_resume) and self._on_pause_change is not None:
+            self._on_pause_change(sum(1 for s in states.values() if s.paused))
+        return max(0, free)
+
+    async def run(self) -> None:
+        engine = self._engine
+        while not self._stop.is_set():
+            free = self._apply_back_pressure()
+            flowing = any(not s.paused for s in engine.states.values())
+            if free <= 0 or not flowing:
+                engine.capacity_changed.clear()
+                try:
+                    async with asyncio.timeout(IDLE_POLL_S):
+                        await engine.capacity_changed.wait()
+                except TimeoutError:
+                    pass
+                # Re-check: an assignment may have arrived while waiting, and must be paused too.
+                free = self._apply_back_pressure()
+                timeout_ms, max_records = 0, max(1, min(free, MAX_POLL_RECORDS))
+            else:
+                timeout_ms, max_records = POLL_TIMEOUT_MS, min(free, MAX_POLL_RECORDS)
+            if self._stop.is_set():
+                break
+            try:
+                batch = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+            except KafkaError as exc:
+                # The client reconnects by itself (broker restart, leader move); keep polling.
+                self._log.warning("poll.error", error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(IDLE_POLL_S)
+                continue
+            if batch:
+                engine.intake(batch)

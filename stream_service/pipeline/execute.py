@@ -1,0 +1,290 @@
+"""Execute: run the processor over a batch of requests, with timeouts, retries and bounded concurrency.
+
+Three kinds share one retry loop (:meth:`Executor.run`) and differ in how one attempt runs:
+
+- ``async``: async processors run as coroutines, at most ``concurrency`` requests at once; a
+  sync processor runs inline on the event loop, one batch at a time (the adaptive batch size
+  keeps a batch near its target time, so the poll loop is never starved for long);
+- ``thread``: whole batches run in a thread pool of ``workers`` threads;
+- ``process``: whole batches go to a process pool of ``workers`` processes (one pickle round
+  trip per batch, not per request). A worker that dies is replaced and its batch retried one
+  request at a time, so one poison request cannot fail its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import multiprocessing
+import random
+import time
+from collections.abc import Sequence
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from stream_service.errors import ConfigError, ProcessingTimeout, RequestError, WorkerCrashed, classify
+from stream_service.messages import Request
+from stream_service.pipeline.retry import RetryPolicy
+from stream_service.processors.base import Output
+from stream_service.processors.loader import LoadedProcessor, ProcessorSpec, worker_call, worker_init
+
+AttemptResult = Output | BaseException
+
+
+class Outcome:
+    """The final result of one request: an output or an error, after ``attempts`` tries."""
+
+    __slots__ = ("output", "error", "attempts", "seconds")
+
+    def __init__(self, output: Output | None, error: RequestError | None, attempts: int, seconds: float):
+        self.output = output
+        self.error = error
+        self.attempts = attempts
+        self.seconds = seconds
+
+
+class Executor:
+    """Runs batches with retries. Subclasses implement one attempt.
+
+    Guarantees: :meth:`run` returns exactly one :class:`Outcome` per request, in order, and never
+    raises for a processor failure (only ``CancelledError`` passes through). Retriable errors
+    are retried up to ``retry.max_attempts`` with jittered backoff. :meth:`free` tells the
+    dispatcher how many more requests may start now; ``capacity_changed`` is set when a slot frees.
+    """
+
+    def __init__(self, retry: RetryPolicy, timeout_s: float, *, rng: random.Random | None = None) -> None:
+        self.retry = retry
+        self.timeout_s = timeout_s
+        self.capacity_changed = asyncio.Event()
+        self._rng = rng or random.Random()
+        self._running = 0
+
+    def free(self) -> int:
+        raise NotImplementedError
+
+    async def _attempt(self, requests: Sequence[Request], *, isolate: bool) -> list[AttemptResult]:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release pools and processor resources."""
+
+    def acquire(self, n: int) -> None:
+        """Claim capacity for a batch of ``n`` requests, at dispatch time (before the batch runs)."""
+        self._running += self._slots(n)
+
+    def release(self, n: int) -> None:
+        """Give back the capacity of a finished batch of ``n`` requests."""
+        self._running -= self._slots(n)
+        self.capacity_changed.set()
+
+    def _slots(self, n: int) -> int:
+        return n
+
+    async def run(self, requests: Sequence[Request]) -> list[Outcome]:
+        outcomes: list[Outcome | None] = [None] * len(requests)
+        seconds = [0.0] * len(requests)
+        pending = list(range(len(requests)))
+        attempt = 1
+        isolate = False
+        while pending:
+            started = time.perf_counter()
+            results = await self._attempt([requests[i] for i in pending], isolate=isolate)
+            share = (time.perf_counter() - started) / len(pending)
+            retry: list[int] = []
+            hint: float | None = None
+            isolate = False
+            for i, result in zip(pending, results, strict=True):
+                seconds[i] += share
+                if isinstance(result, Output):
+                    outcomes[i] = Outcome(result, None, attempt, seconds[i])
+                    continue
+                error = classify(result)
+                if error.retriable and attempt < self.retry.max_attempts:
+                    retry.append(i)
+                    after = getattr(error, "retry_after_s", None)
+                    if after is not None:
+                        hint = after if hint is None else max(hint, after)
+                    # A crash or hang takes its whole batch down: retry one by one, so only the
+                    # request that causes it keeps failing.
+                    isolate = isolate or isinstance(error, WorkerCrashed | ProcessingTimeout)
+                else:
+                    outcomes[i] = Outcome(None, error, attempt, seconds[i])
+            if retry:
+                # A backoff between attempts, not synchronisation: nothing signals "retry now".
+                await asyncio.sleep(self.retry.backoff_s(attempt, self._rng, hint))
+                attempt += 1
+            pending = retry
+        return [o for o in outcomes if o is not None]
+
+
+class AsyncExecutor(Executor):
+    """Coroutines on the event loop; at most ``concurrency`` requests of an async processor at once."""
+
+    def __init__(self, processor: LoadedProcessor, retry: RetryPolicy, timeout_s: float, concurrency: int):
+        super().__init__(retry, timeout_s)
+        self.processor = processor
+        self.concurrency = concurrency
+
+    def free(self) -> int:
+        if not self.processor.is_async:
+            # Inline sync work: one batch at a time, so the loop gets back control between batches.
+            return 1 << 30 if self._running == 0 else 0
+        return self.concurrency - self._running
+
+    async def _one(self, request: Request) -> AttemptResult:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await self.processor.call_async(request)
+        except TimeoutError:
+            return ProcessingTimeout(
+                f"processor took longer than executor.request_timeout_s={self.timeout_s}"
+            )
+        except Exception as exc:  # noqa: BLE001 - every processor failure becomes an outcome
+            return exc
+
+    async def _attempt(self, requests: Sequence[Request], *, isolate: bool) -> list[AttemptResult]:
+        p = self.processor
+        if not p.is_async:
+            return p.call_sync(requests)
+        if p.is_batch:
+            try:
+                async with asyncio.timeout(self.timeout_s * max(1, len(requests))):
+                    return await p.call_async_batch(requests)
+            except TimeoutError:
+                return [ProcessingTimeout("batch processor timed out")] * len(requests)
+            except Exception as exc:  # noqa: BLE001
+                return [exc] * len(requests)
+        if len(requests) == 1:
+            return [await self._one(requests[0])]
+        return list(await asyncio.gather(*(self._one(r) for r in requests)))
+
+    async def aclose(self) -> None:
+        await self.processor.aclose()
+
+
+class ThreadExecutor(Executor):
+    """Whole batches in a pool of ``workers`` threads (for sync processors that release the GIL)."""
+
+    def __init__(self, processor: LoadedProcessor, retry: RetryPolicy, timeout_s: float, workers: int):
+        super().__init__(retry, timeout_s)
+        if processor.is_async:
+            raise ConfigError(
+                "invalid setting executor.kind = thread: the processor is async; use executor.kind = async"
+            )
+        self.processor = processor
+        self.workers = workers
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            workers, thread_name_prefix="stream-service-worker"
+        )
+
+    def _slots(self, n: int) -> int:
+        return 1  # one batch per thread
+
+    def free(self) -> int:
+        return (1 << 30) if self._running < self.workers * 2 else 0
+
+    async def _attempt(self, requests: Sequence[Request], *, isolate: bool) -> list[AttemptResult]:
+        loop = asyncio.get_running_loop()
+        ctx = contextvars.copy_context()  # run_in_executor does not carry contextvars by itself
+        future = loop.run_in_executor(self._pool, ctx.run, self.processor.call_sync, list(requests))
+        try:
+            async with asyncio.timeout(self.timeout_s * max(1, len(requests))):
+                return await future
+        except TimeoutError:
+            # A thread cannot be stopped; its late answer is discarded.
+            return [ProcessingTimeout("batch exceeded its time budget in the thread pool")] * len(requests)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+        await self.processor.aclose()
+
+
+class ProcessExecutor(Executor):
+    """Whole batches in ``workers`` single-process pools, each loading the processor once.
+
+    One pool per worker, because a dying worker breaks its whole ``ProcessPoolExecutor``: this
+    way a crash or a hang past the batch's time budget costs only the batch on that worker. The
+    broken pool is replaced and the batch retried one request at a time, so only the request
+    that causes the failure keeps failing.
+    """
+
+    def __init__(self, spec: ProcessorSpec, retry: RetryPolicy, timeout_s: float, workers: int):
+        super().__init__(retry, timeout_s)
+        self.spec = spec
+        self.workers = workers
+        self._pools = [self._new_pool() for _ in range(workers)]
+        self._busy = [False] * workers
+
+    def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
+        # spawn: a fork of a process running an event loop and client sockets is not safe.
+        ctx = multiprocessing.get_context("spawn")
+        return concurrent.futures.ProcessPoolExecutor(
+            1, mp_context=ctx, initializer=worker_init, initargs=(self.spec,)
+        )
+
+    def _slots(self, n: int) -> int:
+        return 1
+
+    def free(self) -> int:
+        return (1 << 30) if self._running < self.workers else 0
+
+    def _replace_pool(self, index: int, pool: concurrent.futures.ProcessPoolExecutor) -> None:
+        if self._pools[index] is not pool:
+            return  # already replaced
+        self._pools[index] = self._new_pool()
+        processes: dict[Any, Any] = getattr(pool, "_processes", None) or {}
+        for proc in list(processes.values()):  # the stdlib offers no public way to stop a hung worker
+            proc.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    async def warm_up(self) -> None:
+        """Start the workers (and load the processor in each) before the first batch arrives."""
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(pool, worker_call, []) for pool in self._pools))
+
+    async def _attempt(self, requests: Sequence[Request], *, isolate: bool) -> list[AttemptResult]:
+        if isolate and len(requests) > 1:
+            results: list[AttemptResult] = []
+            for request in requests:  # one at a time: a poison request must not take others down
+                results.extend(await self._attempt([request], isolate=False))
+            return results
+        index = self._busy.index(False) if False in self._busy else 0
+        pool = self._pools[index]
+        self._busy[index] = True
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.timeout_s * max(1, len(requests))):
+                return list(await loop.run_in_executor(pool, worker_call, list(requests)))
+        except TimeoutError:
+            self._replace_pool(index, pool)
+            return [ProcessingTimeout("batch exceeded its time budget; worker replaced")] * len(requests)
+        except BrokenProcessPool:
+            self._replace_pool(index, pool)
+            return [WorkerCrashed("worker process died; it was replaced")] * len(requests)
+        finally:
+            self._busy[index] = False
+
+    async def aclose(self) -> None:
+        for pool in self._pools:
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+
+def build_executor(
+    kind: str,
+    *,
+    processor: LoadedProcessor,
+    spec: ProcessorSpec,
+    retry: RetryPolicy,
+    timeout_s: float,
+    concurrency: int,
+    workers: int,
+) -> Executor:
+    """The executor named by ``executor.kind``."""
+    if kind == "async":
+        return AsyncExecutor(processor, retry, timeout_s, concurrency)
+    if kind == "thread":
+        return ThreadExecutor(processor, retry, timeout_s, workers)
+    if kind == "process":
+        return ProcessExecutor(spec, retry, timeout_s, workers)
+    raise ConfigError(f"invalid setting executor.kind = {kind!r}: expected async, thread or process")

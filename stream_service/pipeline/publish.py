@@ -1,0 +1,181 @@
+"""Publish: encode results and errors with lineage headers, send them, and await their acknowledgement."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+import structlog
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+
+from stream_service.errors import OutputTooLarge
+from stream_service.messages import CONTENT_TYPES, Encoding, ErrorRecord, Result
+from stream_service.pipeline.work import WorkItem
+
+Headers = list[tuple[str, bytes]]
+
+PUBLISH_BACKOFF_INITIAL_S = 0.2
+PUBLISH_BACKOFF_MAX_S = 5.0
+
+
+class OutRecord:
+    """One record to publish: where, what, and the lineage that ties it to its input."""
+
+    __slots__ = ("topic", "key", "value", "headers", "item", "error_type", "outcome")
+
+    def __init__(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: Headers,
+        item: WorkItem,
+        error_type: str | None = None,
+    ):
+        self.topic = topic
+        self.error_type = error_type  # None for a Result
+        self.outcome = "success" if error_type is None else "error"  # or "cached", set by the encoder
+        self.key = key
+        self.value = value
+        self.headers = headers
+        self.item = item
+
+
+class OutputEncoder:
+    """Turns outcomes into :class:`OutRecord` s: results keyed by request id, errors beside them.
+
+    Every record carries ``source-topic``, ``source-partition``, ``source-offset`` and
+    ``content-type``, plus ``request-id`` and ``tenant`` when known, so any output can be traced
+    to its input and every input proven answered.
+    """
+
+    def __init__(self, *, results_topic: str, errors_topic: str, encoding: Encoding) -> None:
+        self.results_topic = results_topic
+        self.errors_topic = errors_topic
+        self._encode: Callable[[Any], bytes] = (
+            msgspec.json.Encoder().encode if encoding == "json" else msgspec.msgpack.Encoder().encode
+        )
+        self._content_type = CONTENT_TYPES[encoding].encode()
+
+    def headers(self, item: WorkItem, request_id: str | None, tenant: str | None) -> Headers:
+        state = item.state
+        headers: Headers = [
+            ("source-topic", state.topic.encode()),
+            ("source-partition", str(state.partition).encode()),
+            ("source-offset", str(item.offset).encode()),
+            ("content-type", self._content_type),
+        ]
+        if request_id is not None:
+            headers.append(("request-id", request_id.encode()))
+        if tenant is not None:
+            headers.append(("tenant", tenant.encode()))
+        return headers
+
+    def result(self, item: WorkItem, result: Result) -> OutRecord:
+        key = result.id.encode()
+        rec = OutRecord(
+            self.results_topic, key, self._encode(result), self.headers(item, result.id, result.tenant), item
+        )
+        if result.cached:
+            rec.outcome = "cached"
+        return rec
+
+    def error(self, item: WorkItem, record: ErrorRecord) -> OutRecord:
+        key = record.id.encode() if record.id is not None else None
+        return OutRecord(
+            self.errors_topic,
+            key,
+            self._encode(record),
+            self.headers(item, record.id, record.tenant),
+            item,
+            record.error_type,
+        )
+
+    def too_large(self, out: OutRecord, limit_bytes: int) -> OutRecord:
+        """A small ErrorRecord standing in for an output the producer refused as too large."""
+        req = out.item.request
+        error = OutputTooLarge(
+            f"the {out.topic} record is {len(out.value)} bytes, over kafka.producer_max_request_size="
+            f"{limit_bytes}; shorten the output or raise the limit (and the topic's max.message.bytes)"
+        )
+        record = ErrorRecord(
+            id=req.id if req else None,
+            error=str(error),
+            error_type=error.error_type,
+            attempts=1,
+            tenant=req.tenant if req else None,
+            profile_name=req.profile_name if req else None,
+            metadata=req.metadata if req else {},
+        )
+        return self.error(out.item, record)
+
+
+class Publisher:
+    """Sends output records and returns only once Kafka acknowledged every one of them.
+
+    Guarantees: :meth:`publish` returns when all records are acknowledged (acks=all with an
+    idempotent producer), so offsets may then be committed. Failed sends are retried with
+    backoff for as long as it takes; meanwhile the caller's work stays in flight, which is the
+    back-pressure that stalls consumption when the output cannot be written. A record larger
+    than the producer may send is replaced by a small ``too_large`` ErrorRecord.
+    """
+
+    def __init__(self, producer: Any, encoder: OutputEncoder, *, max_request_size: int) -> None:
+        self._producer = producer
+        self._encoder = encoder
+        self._max_request_size = max_request_size
+        self._rng = random.Random()
+        self._log = structlog.get_logger("stream_service.publish")
+        self.failures = 0
+
+    async def _send(self, rec: OutRecord) -> asyncio.Future[Any]:
+        try:
+            fut: asyncio.Future[Any] = await self._producer.send(
+                rec.topic, rec.value, key=rec.key, headers=rec.headers
+            )
+        except MessageSizeTooLargeError:
+            small = self._encoder.too_large(rec, self._max_request_size)
+            rec.topic, rec.key, rec.value, rec.headers = small.topic, small.key, small.value, small.headers
+            rec.error_type, rec.outcome = small.error_type, small.outcome
+            fut = await self._producer.send(rec.topic, rec.value, key=rec.key, headers=rec.headers)
+        return fut
+
+    async def publish(self, records: Sequence[OutRecord]) -> None:
+        pending = list(records)
+        backoff = PUBLISH_BACKOFF_INITIAL_S
+        while pending:
+            futures: list[asyncio.Future[Any] | BaseException] = []
+            for rec in pending:
+                try:
+                    futures.append(await self._send(rec))
+                except KafkaError as exc:  # e.g. metadata for the topic not available in time
+                    futures.append(exc)
+            results = await asyncio.gather(
+                *(f for f in futures if isinstance(f, asyncio.Future)), return_exceptions=True
+            )
+            it = iter(results)
+            failed: list[OutRecord] = []
+            first_error: BaseException | None = None
+            for rec, f in zip(pending, futures, strict=True):
+                outcome = f if isinstance(f, BaseException) else next(it)
+                if isinstance(outcome, BaseException):
+                    if isinstance(outcome, asyncio.CancelledError):
+                        raise outcome
+                    failed.append(rec)
+                    first_error = first_error or outcome
+            if not failed:
+                return
+            self.failures += len(failed)
+            self._log.warning(
+                "publish.retry",
+                records=len(failed),
+                topic=failed[0].topic,
+                error=f"{type(first_error).__name__}: {first_error}",
+                backoff_s=round(backoff, 3),
+            )
+            await asyncio.sleep(self._rng.uniform(backoff / 2, backoff))  # backoff, not synchronisation
+            backoff = min(PUBLISH_BACKOFF_MAX_S, backoff * 2)
+            pending = failed

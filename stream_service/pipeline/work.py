@@ -1,0 +1,83 @@
+"""The unit of work flowing through the pipeline, and the per-partition state it belongs to."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import TYPE_CHECKING
+
+from stream_service.pipeline.offsets import OffsetTracker
+from stream_service.pipeline.order import KeyGate
+
+if TYPE_CHECKING:
+    from stream_service.messages import Request
+    from stream_service.pipeline.decode import DecodeFailure
+
+
+class PartitionState:
+    """Everything kept for one assigned partition; a fresh one is made on every assignment.
+
+    Work items hold a reference to the state they were consumed under, so a completion that
+    arrives after the partition was revoked updates a discarded object and cannot corrupt the
+    tracking of a later assignment of the same partition.
+    """
+
+    __slots__ = ("topic", "partition", "tracker", "gate", "queued", "in_flight", "revoked", "paused")
+
+    def __init__(self, topic: str, partition: int, *, ordered: bool, committed: int | None = None) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.tracker = OffsetTracker(committed)
+        self.gate: KeyGate[WorkItem] | None = KeyGate() if ordered else None
+        self.queued = 0  # consumed, waiting for a gate or the scheduler
+        self.in_flight = 0  # dispatched to the executor, output not yet acknowledged
+        self.revoked = False
+        self.paused = False
+
+    def __repr__(self) -> str:
+        return (
+            f"PartitionState({self.topic}[{self.partition}] queued={self.queued} in_flight={self.in_flight})"
+        )
+
+
+class WorkItem:
+    """One consumed record on its way to an output. ``failure`` is set when it could not be decoded."""
+
+    __slots__ = (
+        "state",
+        "offset",
+        "key",
+        "timestamp_ms",
+        "size",
+        "request",
+        "failure",
+        "tenant",
+        "priority",
+        "enqueued_at",
+        "cache_key",
+        "gated",
+        "scheduled",
+    )
+
+    def __init__(
+        self,
+        state: PartitionState,
+        offset: int,
+        key: Hashable | None,
+        timestamp_ms: int,
+        size: int,
+        request: Request | None,
+        failure: DecodeFailure | None,
+    ) -> None:
+        self.state = state
+        self.offset = offset
+        self.key = key
+        self.timestamp_ms = timestamp_ms
+        self.size = size
+        self.request = request
+        self.failure = failure
+        self.tenant = request.tenant if request is not None else "default"
+        self.priority = request.priority if request is not None else 0
+        self.enqueued_at = 0.0
+        self.cache_key: bytes | None = None
+        self.gated = False  # holds its key gate; must release it when done
+        self.scheduled = False  # went through the scheduler; holds a tenant in-flight slot
