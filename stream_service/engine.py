@@ -15,7 +15,7 @@ import asyncio
 import itertools
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import structlog
@@ -64,6 +64,7 @@ class Engine:
         decoder: RequestDecoder,
         metrics: Metrics,
         cache: ResultCache | None = None,
+        renew_producer: Callable[[], Awaitable[Any]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
@@ -107,7 +108,10 @@ class Engine:
             encoding=config.delivery.encoding,
         )
         self.publisher = Publisher(
-            producer, self.encoder, max_request_size=config.kafka.producer_max_request_size
+            producer,
+            self.encoder,
+            max_request_size=config.kafka.producer_max_request_size,
+            renew=renew_producer,
         )
         self.committer = Committer(consumer, self.states, on_commit=self._on_commit)
         self.poller = PollLoop(
@@ -150,6 +154,7 @@ class Engine:
                 nbytes += size
                 if isinstance(decoded, DecodeFailure):
                     item = WorkItem(state, rec.offset, None, rec.timestamp, size, None, decoded)
+                    state.in_flight += 1
                     direct.append((item, self._failure_record(item, decoded)))
                     continue
                 key = (
@@ -158,6 +163,7 @@ class Engine:
                 item = WorkItem(state, rec.offset, key, rec.timestamp, size, decoded, None)
                 rejection = self.quota.admit(decoded.tenant, self.scheduler.queued(decoded.tenant))
                 if rejection is not None:
+                    state.in_flight += 1
                     direct.append(
                         (item, self._error_record(item, rejection.error_type, str(rejection), 0, 0.0))
                     )
@@ -200,6 +206,9 @@ class Engine:
                 followers.append(item)
                 return
             self._coalescing[key] = []
+        self._enqueue(item)
+
+    def _enqueue(self, item: WorkItem) -> None:
         item.scheduled = True
         item.enqueued_at = self.clock()
         if self.scheduler.size == 0:
@@ -459,12 +468,22 @@ class Engine:
             if state.gate is not None:
                 dropped.extend(state.gate.clear())
             state.queued = 0
-        for item in dropped:
-            if item.cache_key is not None and item.cache_key in self._coalescing:
-                followers = self._coalescing.pop(item.cache_key)
-                for follower in followers:  # its followers have nobody to answer them now
+        for item in list(dropped):
+            if item.cache_key is None or item.cache_key not in self._coalescing:
+                continue
+            followers = self._coalescing.pop(item.cache_key)
+            for follower in followers:
+                if follower.state.revoked:
                     follower.state.in_flight -= 1
                     dropped.append(follower)
+            survivors = [f for f in followers if not f.state.revoked]
+            if survivors:
+                # The leader is gone with its partition; the first identical request left leads now.
+                leader, rest = survivors[0], survivors[1:]
+                leader.state.in_flight -= 1
+                leader.state.queued += 1
+                self._coalescing[item.cache_key] = rest
+                self._enqueue(leader)
         self.active -= len(dropped)  # never acknowledged; ``tracked`` drops when the state is forgotten
         self.tracked_bytes -= sum(item.size for item in dropped)
         self.capacity_changed.set()

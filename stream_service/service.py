@@ -29,6 +29,7 @@ EXIT_OK = 0
 EXIT_CRASH = 1
 EXIT_STARTUP = 2
 EXIT_FORCED = 130
+PRODUCER_BATCH_BYTES = 256 * 1024  # per-partition produce batch; the 16 KiB default caps throughput
 
 
 def kafka_client_options(config: Config) -> dict[str, Any]:
@@ -129,14 +130,13 @@ class Service:
             isolation_level="read_committed",
             **kafka_client_options(cfg),
         )
-        producer = AIOKafkaProducer(
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=cfg.kafka.producer_linger_ms,
-            max_request_size=cfg.kafka.producer_max_request_size,
-            max_batch_size=256 * 1024,
-            **kafka_client_options(cfg),
-        )
+        producer = self._new_producer()
+
+        async def renew_producer() -> Any:
+            fresh = self._new_producer()
+            await fresh.start()
+            return fresh
+
         executor = build_executor(
             cfg.executor.kind,
             processor=processor,
@@ -165,6 +165,7 @@ class Service:
             decoder=decoder,
             metrics=metrics,
             cache=cache,
+            renew_producer=renew_producer,
         )
         ops = None
         if cfg.observability.metrics_port is not None:
@@ -184,7 +185,7 @@ class Service:
             return await self._serve(engine, ops)
         finally:
             self._started = False
-            await self._close(consumer, producer, executor, ops)
+            await self._close(consumer, engine.publisher.producer, executor, ops)
 
     async def _serve(self, engine: Engine, ops: OpsServer | None) -> int:
         cfg = self.config
@@ -205,6 +206,18 @@ class Service:
             {"drained": drained, "in_flight_left": engine.tracked},
         )
         return EXIT_OK
+
+    def _new_producer(self) -> Any:
+        """An idempotent producer with acks=all: an acknowledged output is durably written."""
+        cfg = self.config
+        return AIOKafkaProducer(
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=cfg.kafka.producer_linger_ms,
+            max_request_size=cfg.kafka.producer_max_request_size,
+            max_batch_size=PRODUCER_BATCH_BYTES,
+            **kafka_client_options(cfg),
+        )
 
     async def _start_clients(self, consumer: Any, producer: Any) -> None:
         cfg = self.config

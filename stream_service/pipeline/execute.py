@@ -215,6 +215,7 @@ class ProcessExecutor(Executor):
         self.workers = workers
         self._pools = [self._new_pool() for _ in range(workers)]
         self._busy = [False] * workers
+        self._cold = [True] * workers  # not started yet: its start-up must not count against a batch
 
     def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
         # spawn: a fork of a process running an event loop and client sockets is not safe.
@@ -233,6 +234,7 @@ class ProcessExecutor(Executor):
         if self._pools[index] is not pool:
             return  # already replaced
         self._pools[index] = self._new_pool()
+        self._cold[index] = True
         processes: dict[Any, Any] = getattr(pool, "_processes", None) or {}
         for proc in list(processes.values()):  # the stdlib offers no public way to stop a hung worker
             proc.kill()
@@ -240,8 +242,14 @@ class ProcessExecutor(Executor):
 
     async def warm_up(self) -> None:
         """Start the workers (and load the processor in each) before the first batch arrives."""
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(pool, worker_call, []) for pool in self._pools))
+        await asyncio.gather(*(self._warm(i) for i in range(self.workers)))
+
+    async def _warm(self, index: int) -> None:
+        """Spawn worker ``index`` and load the processor in it, outside any batch's time budget."""
+        if self._cold[index]:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._pools[index], worker_call, [])
+            self._cold[index] = False
 
     async def _attempt(self, requests: Sequence[Request], *, isolate: bool) -> list[AttemptResult]:
         if isolate and len(requests) > 1:
@@ -250,10 +258,12 @@ class ProcessExecutor(Executor):
                 results.extend(await self._attempt([request], isolate=False))
             return results
         index = self._busy.index(False) if False in self._busy else 0
-        pool = self._pools[index]
         self._busy[index] = True
         loop = asyncio.get_running_loop()
+        pool = self._pools[index]
         try:
+            await self._warm(index)
+            pool = self._pools[index]
             async with asyncio.timeout(self.timeout_s * max(1, len(requests))):
                 return list(await loop.run_in_executor(pool, worker_call, list(requests)))
         except TimeoutError:

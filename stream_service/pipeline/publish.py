@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
 import structlog
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    RecordTooLargeError,
+    UnknownProducerId,
+)
 
 from stream_service.errors import OutputTooLarge
 from stream_service.messages import CONTENT_TYPES, Encoding, ErrorRecord, Result
@@ -19,6 +27,12 @@ Headers = list[tuple[str, bytes]]
 
 PUBLISH_BACKOFF_INITIAL_S = 0.2
 PUBLISH_BACKOFF_MAX_S = 5.0
+PRODUCER_STOP_TIMEOUT_S = 5.0
+RENEW_AFTER_FAILED_ROUNDS = 4  # consecutive failed rounds of one batch before the producer is replaced
+
+# The producer's sender dies on these; only a new producer (new producer id) gets going again.
+FATAL_PRODUCER_ERRORS = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced)
+TOO_LARGE_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
 
 
 class OutRecord:
@@ -120,33 +134,69 @@ class Publisher:
     idempotent producer), so offsets may then be committed. Failed sends are retried with
     backoff for as long as it takes; meanwhile the caller's work stays in flight, which is the
     back-pressure that stalls consumption when the output cannot be written. A record larger
-    than the producer may send is replaced by a small ``too_large`` ErrorRecord.
+    than the producer or the topic accepts is replaced by a small ``too_large`` ErrorRecord.
+
+    An idempotent aiokafka producer cannot recover from a broken sequence (for example
+    ``OutOfOrderSequenceNumber`` after a broker restart lost its last batches): its sender stops
+    for good. When that happens, or sends keep failing, the publisher replaces the producer
+    with a fresh one (a new producer id) and resends -- at least once, never lost.
     """
 
-    def __init__(self, producer: Any, encoder: OutputEncoder, *, max_request_size: int) -> None:
-        self._producer = producer
+    def __init__(
+        self,
+        producer: Any,
+        encoder: OutputEncoder,
+        *,
+        max_request_size: int,
+        renew: Callable[[], Awaitable[Any]] | None = None,
+    ) -> None:
+        self.producer = producer
         self._encoder = encoder
         self._max_request_size = max_request_size
+        self._renew = renew
+        self._renewing = asyncio.Lock()
         self._rng = random.Random()
         self._log = structlog.get_logger("stream_service.publish")
         self.failures = 0
+        self.renewals = 0
+
+    def _shrink(self, rec: OutRecord) -> None:
+        small = self._encoder.too_large(rec, self._max_request_size)
+        rec.topic, rec.key, rec.value, rec.headers = small.topic, small.key, small.value, small.headers
+        rec.error_type, rec.outcome = small.error_type, small.outcome
 
     async def _send(self, rec: OutRecord) -> asyncio.Future[Any]:
+        producer = self.producer
         try:
-            fut: asyncio.Future[Any] = await self._producer.send(
+            fut: asyncio.Future[Any] = await producer.send(
                 rec.topic, rec.value, key=rec.key, headers=rec.headers
             )
         except MessageSizeTooLargeError:
-            small = self._encoder.too_large(rec, self._max_request_size)
-            rec.topic, rec.key, rec.value, rec.headers = small.topic, small.key, small.value, small.headers
-            rec.error_type, rec.outcome = small.error_type, small.outcome
-            fut = await self._producer.send(rec.topic, rec.value, key=rec.key, headers=rec.headers)
+            self._shrink(rec)
+            fut = await producer.send(rec.topic, rec.value, key=rec.key, headers=rec.headers)
         return fut
+
+    async def _renew_producer(self, broken: Any, error: BaseException | None) -> None:
+        if self._renew is None:
+            return
+        async with self._renewing:
+            if self.producer is not broken:
+                return  # another batch already replaced it
+            self._log.warning("producer.renew", error=f"{type(error).__name__}: {error}")
+            self.producer = await self._renew()
+            self.renewals += 1
+            try:
+                async with asyncio.timeout(PRODUCER_STOP_TIMEOUT_S):
+                    await broken.stop()
+            except (KafkaError, OSError, TimeoutError):
+                pass  # it is broken already; its unsent batches are resent by us
 
     async def publish(self, records: Sequence[OutRecord]) -> None:
         pending = list(records)
         backoff = PUBLISH_BACKOFF_INITIAL_S
+        failed_rounds = 0
         while pending:
+            producer = self.producer
             futures: list[asyncio.Future[Any] | BaseException] = []
             for rec in pending:
                 try:
@@ -159,16 +209,21 @@ class Publisher:
             it = iter(results)
             failed: list[OutRecord] = []
             first_error: BaseException | None = None
+            fatal = False
             for rec, f in zip(pending, futures, strict=True):
                 outcome = f if isinstance(f, BaseException) else next(it)
                 if isinstance(outcome, BaseException):
                     if isinstance(outcome, asyncio.CancelledError):
                         raise outcome
+                    if isinstance(outcome, TOO_LARGE_ERRORS) and rec.error_type != "too_large":
+                        self._shrink(rec)  # the broker (topic max.message.bytes) refused it
+                    fatal = fatal or isinstance(outcome, FATAL_PRODUCER_ERRORS)
                     failed.append(rec)
                     first_error = first_error or outcome
             if not failed:
                 return
             self.failures += len(failed)
+            failed_rounds += 1
             self._log.warning(
                 "publish.retry",
                 records=len(failed),
@@ -176,6 +231,9 @@ class Publisher:
                 error=f"{type(first_error).__name__}: {first_error}",
                 backoff_s=round(backoff, 3),
             )
+            if fatal or failed_rounds >= RENEW_AFTER_FAILED_ROUNDS:
+                await self._renew_producer(producer, first_error)
+                failed_rounds = 0
             await asyncio.sleep(self._rng.uniform(backoff / 2, backoff))  # backoff, not synchronisation
             backoff = min(PUBLISH_BACKOFF_MAX_S, backoff * 2)
             pending = failed

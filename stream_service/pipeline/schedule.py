@@ -163,7 +163,8 @@ class FairScheduler:
                 idle_visits += 1
                 continue
             idle_visits = 0
-            queue.deficit += queue.policy.weight * QUANTUM_ITEMS
+            if queue.deficit <= 0:  # a new turn; a turn cut short by the budget resumes where it stopped
+                queue.deficit = queue.policy.weight * QUANTUM_ITEMS
             n = min(queue.deficit, room, budget, queue.size)
             start = len(taken)
             queue.pop(n, taken)
@@ -177,8 +178,8 @@ class FairScheduler:
             if queue.size == 0:
                 queue.deficit = 0
                 active.popleft()
-            else:
-                active.rotate(-1)
+            elif queue.deficit == 0:
+                active.rotate(-1)  # turn used up: next tenant
         self.size -= len(taken)
         if self._global is not None and taken:
             self._global.take(len(taken))
