@@ -26,12 +26,37 @@ def unique(prefix: str) -> str:
 
 
 async def create_topics(bootstrap: str, partitions: Mapping[str, int], replication: int = 1) -> None:
+    """Create the topics and wait until every partition has a leader (so nothing races metadata)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(t, n, replication) for t, n in partitions.items()])
+        async with asyncio.timeout(30):
+            while await topic_partitions(admin, list(partitions)) != dict(partitions):
+                await asyncio.sleep(0.05)  # metadata has no change notification; poll it briefly
     finally:
         await admin.close()
+
+
+async def topic_partitions(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, int]:
+    """Partitions with a leader, per topic, as the cluster describes them now."""
+    described = await admin.describe_topics(topics)
+    return {
+        t["topic"]: sum(1 for p in t["partitions"] if p["leader"] >= 0)
+        for t in described
+        if t["error_code"] == 0 and t["partitions"]
+    }
+
+
+async def partition_count(bootstrap: str, topic: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        counts = await topic_partitions(admin, [topic])
+    finally:
+        await admin.close()
+    assert counts.get(topic), f"topic {topic} has no partitions with a leader"
+    return counts[topic]
 
 
 @dataclass
@@ -153,16 +178,11 @@ class Outputs:
         await self._consumer.start()
         tps = []
         for topic in (self.topics.results, self.topics.errors):
-            for p in self._consumer.partitions_for_topic(topic) or await self._partitions(topic):
+            for p in range(await partition_count(self.bootstrap, topic)):
                 tps.append(TopicPartition(topic, p))
         self._consumer.assign(tps)
         await self._consumer.seek_to_beginning(*tps)
         return self
-
-    async def _partitions(self, topic: str) -> set[int]:
-        assert self._consumer is not None
-        await self._consumer._client.force_metadata_update()  # noqa: SLF001 - test-only metadata refresh
-        return self._consumer.partitions_for_topic(topic) or set()
 
     async def __aexit__(self, *exc: object) -> None:
         if self._consumer is not None:
@@ -216,6 +236,7 @@ class Outputs:
 
 
 def assert_all_answered(outputs: Outputs, input_offsets: Mapping[int, range]) -> None:
+    assert input_offsets, "no input offsets to check against"
     missing = [(p, o) for p, offs in input_offsets.items() for o in offs if (p, o) not in outputs.seen]
     assert not missing, f"{len(missing)} inputs have no output, first: {missing[:10]}"
 
@@ -232,14 +253,15 @@ async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
 
 
 async def input_offsets(bootstrap: str, topic: str) -> dict[int, range]:
+    tps = [TopicPartition(topic, p) for p in range(await partition_count(bootstrap, topic))]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in parts]
         begin = await consumer.beginning_offsets(tps)
         end = await consumer.end_offsets(tps)
-        return {tp.partition: range(begin[tp], end[tp]) for tp in tps}
+        offsets = {tp.partition: range(begin[tp], end[tp]) for tp in tps}
+        assert sum(len(r) for r in offsets.values()) > 0, f"input topic {topic} is empty"
+        return offsets
     finally:
         await stop_consumer(consumer)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import signal
 from collections import defaultdict
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from tests.integration.harness import (
     Outputs,
     ServiceProcess,
+    Topics,
     assert_all_answered,
     create_topics,
     fresh_topics,
@@ -23,7 +23,6 @@ from tests.integration.harness import (
     produce,
     unique,
     workload,
-    Topics,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -185,7 +184,8 @@ async def test_failing_processor_errors_are_typed_and_service_survives(kafka_boo
     prompts = ["fine"] * 200 + ["please raise"] * 3 + ["timeout now"] * 2 + ["crash it"] * 2
     random.Random(1).shuffle(prompts)
     records = [
-        (f"r{i}".encode(), f'{{"id": "req-{i}", "prompt": "{p} {i}"}}'.encode()) for i, p in enumerate(prompts)
+        (f"r{i}".encode(), f'{{"id": "req-{i}", "prompt": "{p} {i}"}}'.encode())
+        for i, p in enumerate(prompts)
     ]
     await produce(kafka_bootstrap, topics.input, records)
     offsets = await input_offsets(kafka_bootstrap, topics.input)
@@ -238,7 +238,9 @@ async def test_slow_processor_bounds_in_flight_and_memory(kafka_bootstrap: str) 
             while len(out.seen) < 8_000:
                 await out.poll(100)
                 text = await asyncio.to_thread(
-                    lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+                    lambda: (
+                        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+                    )
                 )
                 for line in text.splitlines():
                     if line.startswith("stream_service_in_flight_requests "):
@@ -247,6 +249,8 @@ async def test_slow_processor_bounds_in_flight_and_memory(kafka_bootstrap: str) 
                         peak_rss = max(peak_rss, float(line.split()[1]))
     finally:
         assert await service.stop(120) == 0
-    print(f"slow-processor: peak in-flight={peak_in_flight:.0f} (bound {bound}) peak RSS={peak_rss / 2**20:.1f} MiB")
+    print(
+        f"slow-processor: peak in-flight={peak_in_flight:.0f} (bound {bound}) peak RSS={peak_rss / 2**20:.1f} MiB"
+    )
     assert 0 < peak_in_flight <= bound
     assert 0 < peak_rss < 300 * 2**20
