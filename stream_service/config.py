@@ -116,9 +116,9 @@ class TopicSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=T
 class BatchSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Micro-batching: a batch closes at ``max_size`` records, ``max_bytes``, or ``linger_ms``."""
 
-    max_size: PositiveInt = 512
+    max_size: PositiveInt = 2048
     min_size: PositiveInt = 8
-    initial_size: PositiveInt = 64
+    initial_size: PositiveInt = 256
     max_bytes: PositiveInt = 4 * 1024 * 1024
     linger_ms: NonNegativeFloat = 5.0
     adaptive: bool = True
@@ -520,8 +520,9 @@ def _check_rules(config: Config, sources: Mapping[str, str]) -> None:
         allowed = f"a value {relation} {other} ({_show(_get(config, other), False)}, from {source(other)})"
         raise _invalid(blame, _get(config, blame), source(blame), allowed)
 
-    ordered("batch.min_size", "batch.initial_size")
-    ordered("batch.initial_size", "batch.max_size")
+    # initial_size is a starting point, clamped into [min_size, max_size]: lowering max_size alone
+    # must not force the operator to lower initial_size too.
+    ordered("batch.min_size", "batch.max_size")
     ordered("retry.initial_backoff_s", "retry.max_backoff_s")
     ordered("kafka.heartbeat_interval_ms", "kafka.session_timeout_ms", strict=True)
     protocol = config.kafka.security_protocol

@@ -132,6 +132,7 @@ class Engine:
         direct: list[tuple[WorkItem, OutRecord]] = []
         decode = self.decoder.decode
         ordering = self.ordering
+        quota_active = self.quota.active
         count = 0
         nbytes = 0
         for tp, records in batch.items():
@@ -161,7 +162,11 @@ class Engine:
                     rec.key if ordering == "key" else ORDER_BY_PARTITION if ordering == "partition" else None
                 )
                 item = WorkItem(state, rec.offset, key, rec.timestamp, size, decoded, None)
-                rejection = self.quota.admit(decoded.tenant, self.scheduler.queued(decoded.tenant))
+                rejection = (
+                    self.quota.admit(decoded.tenant, self.scheduler.queued(decoded.tenant))
+                    if quota_active
+                    else None
+                )
                 if rejection is not None:
                     state.in_flight += 1
                     direct.append(
@@ -230,7 +235,7 @@ class Engine:
                 self._work_ready.clear()
                 await self._work_ready.wait()
                 continue
-            target = self.sizer.size
+            target = min(self.sizer.size, self.executor.max_batch())
             if scheduler.size < target and policy.linger_s > 0 and self._dispatching:
                 first = self._first_ready_at if self._first_ready_at is not None else self.clock()
                 remaining = first + policy.linger_s - self.clock()
@@ -239,6 +244,12 @@ class Engine:
                     if scheduler.size < target:
                         await _wait_event(self._batch_full, remaining)
             free = self.executor.free()
+            want = min(target, scheduler.size)
+            if 0 <= free < want and self._dispatching:
+                # Let running work free more slots first (up to linger): otherwise every finished
+                # request starts a batch of one, and per-batch overhead eats the loop.
+                await self._wait_capacity(want, policy.linger_s)
+                free = self.executor.free()
             if free <= 0:
                 self.executor.capacity_changed.clear()
                 await self.executor.capacity_changed.wait()
@@ -259,15 +270,23 @@ class Engine:
             self.executor.acquire(len(items))
             self._spawn(self._run_batch(items))
 
+    async def _wait_capacity(self, want: int, timeout_s: float) -> None:
+        deadline = self.clock() + timeout_s
+        changed = self.executor.capacity_changed
+        while self.executor.free() < want:
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                return
+            changed.clear()
+            await _wait_event(changed, remaining)
+
     async def _run_batch(self, items: list[WorkItem]) -> None:
         started = self.clock()
-        try:
-            outcomes = await self.executor.run([item.request for item in items])  # type: ignore[misc]
-        finally:
-            self.executor.release(len(items))
+        outcomes = await self.executor.run([item.request for item in items])  # type: ignore[misc]
         elapsed = self.clock() - started
         self.metrics.batch_target_size.set(self.sizer.record(len(items), elapsed))
         self.metrics.batch_size.observe(len(items))
+        self.metrics.processing_seconds.observe_many([o.seconds for o in outcomes])
         records: list[OutRecord] = []
         finished: list[WorkItem] = []
         for item, outcome in zip(items, outcomes, strict=True):
@@ -299,6 +318,7 @@ class Engine:
         outcomes: Counter[tuple[str, str]] = Counter()
         errors: Counter[str] = Counter()
         latencies: list[float] = []
+        slots: Counter[str] = Counter()
         nbytes = 0
         for item, rec in zip(items, records, strict=True):
             state = item.state
@@ -306,7 +326,7 @@ class Engine:
             state.in_flight -= 1
             nbytes += item.size
             if item.scheduled:
-                self.scheduler.complete(item.tenant)
+                slots[item.tenant] += 1
             if item.gated:
                 nxt = state.gate.release(item.key) if state.gate is not None else None
                 if nxt is not None and not state.revoked:
@@ -319,9 +339,11 @@ class Engine:
             outcomes[(item.tenant, rec.outcome)] += 1
             latencies.append(max(0.0, now_ms - item.timestamp_ms) / 1000.0)
         metrics.end_to_end_seconds.observe_many(latencies)
+        for tenant, n in slots.items():
+            self.scheduler.complete(tenant, n)
         self.active -= len(items)
         self.tracked_bytes -= nbytes
-        if self.tracked - self.active >= self._commit_threshold:
+        if self.active == 0 or self.tracked - self.active >= self._commit_threshold:
             self._commit_wanted.set()  # finished work holds capacity until committed: commit now
         metrics.count_requests(outcomes)
         for error_type, n in errors.items():
@@ -427,7 +449,6 @@ class Engine:
         if outcome.attempts > 1:
             kind = outcome.error.error_type if outcome.error is not None else "recovered"
             self.metrics.retries_total.labels(error_type=kind).inc(outcome.attempts - 1)
-        self.metrics.processing_seconds.observe(outcome.seconds)
         if outcome.output is not None:
             return self._result_record(
                 item, outcome.output, attempts=outcome.attempts, seconds=outcome.seconds, cached=False

@@ -85,13 +85,15 @@ class Service:
             self.log.warning("service.forced_exit", reason=reason)
             self._main.cancel()
 
-    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[signal.Signals]:
-        installed = []
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> dict[signal.Signals, Any]:
+        """Handle SIGTERM/SIGINT on the loop; return the previous handlers, to restore at exit."""
+        previous: dict[signal.Signals, Any] = {}
         for sig in (signal.SIGTERM, signal.SIGINT):
-            with suppress(NotImplementedError, RuntimeError):  # not on the main thread / platform
+            with suppress(NotImplementedError, RuntimeError, ValueError):  # not main thread / platform
+                before = signal.getsignal(sig)
                 loop.add_signal_handler(sig, self.request_stop, sig.name)
-                installed.append(sig)
-        return installed
+                previous[sig] = before
+        return previous
 
     # ----------------------------------------------------------------- run
 
@@ -109,8 +111,10 @@ class Service:
                 return EXIT_FORCED
             raise
         finally:
-            for sig in installed:
+            for sig, before in installed.items():
                 loop.remove_signal_handler(sig)
+                if before is not None:
+                    signal.signal(sig, before)
 
     async def _run(self) -> int:
         cfg = self.config

@@ -31,6 +31,8 @@ from stream_service.processors.loader import LoadedProcessor, ProcessorSpec, wor
 
 AttemptResult = Output | BaseException
 
+ASYNC_BATCHES_IN_FLIGHT = 4  # batches sharing the async concurrency limit at once
+
 
 class Outcome:
     """The final result of one request: an output or an error, after ``attempts`` tries."""
@@ -63,25 +65,44 @@ class Executor:
     def free(self) -> int:
         raise NotImplementedError
 
-    async def _attempt(self, requests: Sequence[Request], *, isolate: bool) -> list[AttemptResult]:
+    def max_batch(self) -> int:
+        """The largest batch worth dispatching at once (the batch size target may be larger)."""
+        return 1 << 30
+
+    async def _attempt(
+        self, requests: Sequence[Request], *, isolate: bool, ticket: list[int]
+    ) -> list[AttemptResult]:
+        """One attempt of every request. ``ticket[0]`` is the batch's still-held capacity; an
+        executor may give slots back early (and decrement it) as requests finish."""
         raise NotImplementedError
 
     async def aclose(self) -> None:
         """Release pools and processor resources."""
 
     def acquire(self, n: int) -> None:
-        """Claim capacity for a batch of ``n`` requests, at dispatch time (before the batch runs)."""
+        """Claim capacity for a batch of ``n`` requests, at dispatch time (before it runs);
+        :meth:`run` gives it back."""
         self._running += self._slots(n)
 
-    def release(self, n: int) -> None:
-        """Give back the capacity of a finished batch of ``n`` requests."""
-        self._running -= self._slots(n)
-        self.capacity_changed.set()
+    def _give_back(self, ticket: list[int], n: int) -> None:
+        n = min(n, ticket[0])
+        if n > 0:
+            ticket[0] -= n
+            self._running -= n
+            self.capacity_changed.set()
 
     def _slots(self, n: int) -> int:
         return n
 
     async def run(self, requests: Sequence[Request]) -> list[Outcome]:
+        """Run a batch that was :meth:`acquire`-d; returns one outcome per request, in order."""
+        ticket = [self._slots(len(requests))]
+        try:
+            return await self._run(requests, ticket)
+        finally:
+            self._give_back(ticket, ticket[0])
+
+    async def _run(self, requests: Sequence[Request], ticket: list[int]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(requests)
         seconds = [0.0] * len(requests)
         pending = list(range(len(requests)))
@@ -89,7 +110,7 @@ class Executor:
         isolate = False
         while pending:
             started = time.perf_counter()
-            results = await self._attempt([requests[i] for i in pending], isolate=isolate)
+            results = await self._attempt([requests[i] for i in pending], isolate=isolate, ticket=ticket)
             share = (time.perf_counter() - started) / len(pending)
             retry: list[int] = []
             hint: float | None = None
@@ -132,7 +153,13 @@ class AsyncExecutor(Executor):
             return 1 << 30 if self._running == 0 else 0
         return self.concurrency - self._running
 
-    async def _one(self, request: Request) -> AttemptResult:
+    def max_batch(self) -> int:
+        if self.processor.is_async and not self.processor.is_batch:
+            # Several smaller batches keep the concurrency limit busy and publish sooner.
+            return max(1, self.concurrency // ASYNC_BATCHES_IN_FLIGHT)
+        return 1 << 30
+
+    async def _one(self, request: Request, ticket: list[int]) -> AttemptResult:
         try:
             async with asyncio.timeout(self.timeout_s):
                 return await self.processor.call_async(request)
@@ -142,8 +169,14 @@ class AsyncExecutor(Executor):
             )
         except Exception as exc:  # noqa: BLE001 - every processor failure becomes an outcome
             return exc
+        finally:
+            # Free this request's slot now, not when the batch's slowest request ends. (A retry
+            # then runs on top of the limit; retries are rare and bounded by max_attempts.)
+            self._give_back(ticket, 1)
 
-    async def _attempt(self, requests: Sequence[Request], *, isolate: bool) -> list[AttemptResult]:
+    async def _attempt(
+        self, requests: Sequence[Request], *, isolate: bool, ticket: list[int]
+    ) -> list[AttemptResult]:
         p = self.processor
         if not p.is_async:
             return p.call_sync(requests)
@@ -156,8 +189,8 @@ class AsyncExecutor(Executor):
             except Exception as exc:  # noqa: BLE001
                 return [exc] * len(requests)
         if len(requests) == 1:
-            return [await self._one(requests[0])]
-        return list(await asyncio.gather(*(self._one(r) for r in requests)))
+            return [await self._one(requests[0], ticket)]
+        return list(await asyncio.gather(*(self._one(r, ticket) for r in requests)))
 
     async def aclose(self) -> None:
         await self.processor.aclose()
@@ -184,7 +217,9 @@ class ThreadExecutor(Executor):
     def free(self) -> int:
         return (1 << 30) if self._running < self.workers * 2 else 0
 
-    async def _attempt(self, requests: Sequence[Request], *, isolate: bool) -> list[AttemptResult]:
+    async def _attempt(
+        self, requests: Sequence[Request], *, isolate: bool, ticket: list[int]
+    ) -> list[AttemptResult]:
         loop = asyncio.get_running_loop()
         ctx = contextvars.copy_context()  # run_in_executor does not carry contextvars by itself
         future = loop.run_in_executor(self._pool, ctx.run, self.processor.call_sync, list(requests))
@@ -251,11 +286,13 @@ class ProcessExecutor(Executor):
             await loop.run_in_executor(self._pools[index], worker_call, [])
             self._cold[index] = False
 
-    async def _attempt(self, requests: Sequence[Request], *, isolate: bool) -> list[AttemptResult]:
+    async def _attempt(
+        self, requests: Sequence[Request], *, isolate: bool, ticket: list[int]
+    ) -> list[AttemptResult]:
         if isolate and len(requests) > 1:
             results: list[AttemptResult] = []
             for request in requests:  # one at a time: a poison request must not take others down
-                results.extend(await self._attempt([request], isolate=False))
+                results.extend(await self._attempt([request], isolate=False, ticket=ticket))
             return results
         index = self._busy.index(False) if False in self._busy else 0
         self._busy[index] = True

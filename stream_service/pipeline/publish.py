@@ -73,19 +73,26 @@ class OutputEncoder:
             msgspec.json.Encoder().encode if encoding == "json" else msgspec.msgpack.Encoder().encode
         )
         self._content_type = CONTENT_TYPES[encoding].encode()
+        self._tenants: dict[str, tuple[str, bytes]] = {}  # tenant -> its header, built once
 
     def headers(self, item: WorkItem, request_id: str | None, tenant: str | None) -> Headers:
+        # Hot path (once per output): the per-partition headers are built once per assignment.
         state = item.state
-        headers: Headers = [
-            ("source-topic", state.topic.encode()),
-            ("source-partition", str(state.partition).encode()),
-            ("source-offset", str(item.offset).encode()),
-            ("content-type", self._content_type),
-        ]
+        prefix = state.lineage
+        if prefix is None:
+            prefix = state.lineage = [
+                ("source-topic", state.topic.encode()),
+                ("source-partition", b"%d" % state.partition),
+                ("content-type", self._content_type),
+            ]
+        headers = prefix + [("source-offset", b"%d" % item.offset)]
         if request_id is not None:
             headers.append(("request-id", request_id.encode()))
         if tenant is not None:
-            headers.append(("tenant", tenant.encode()))
+            header = self._tenants.get(tenant)
+            if header is None:
+                header = self._tenants[tenant] = ("tenant", tenant.encode())
+            headers.append(header)
         return headers
 
     def result(self, item: WorkItem, result: Result) -> OutRecord:
@@ -165,17 +172,6 @@ class Publisher:
         rec.topic, rec.key, rec.value, rec.headers = small.topic, small.key, small.value, small.headers
         rec.error_type, rec.outcome = small.error_type, small.outcome
 
-    async def _send(self, rec: OutRecord) -> asyncio.Future[Any]:
-        producer = self.producer
-        try:
-            fut: asyncio.Future[Any] = await producer.send(
-                rec.topic, rec.value, key=rec.key, headers=rec.headers
-            )
-        except MessageSizeTooLargeError:
-            self._shrink(rec)
-            fut = await producer.send(rec.topic, rec.value, key=rec.key, headers=rec.headers)
-        return fut
-
     async def _renew_producer(self, broken: Any, error: BaseException | None) -> None:
         if self._renew is None:
             return
@@ -198,9 +194,13 @@ class Publisher:
         while pending:
             producer = self.producer
             futures: list[asyncio.Future[Any] | BaseException] = []
+            send = producer.send
             for rec in pending:
                 try:
-                    futures.append(await self._send(rec))
+                    futures.append(await send(rec.topic, rec.value, key=rec.key, headers=rec.headers))
+                except MessageSizeTooLargeError:
+                    self._shrink(rec)  # over the producer's own max_request_size
+                    futures.append(await send(rec.topic, rec.value, key=rec.key, headers=rec.headers))
                 except KafkaError as exc:  # e.g. metadata for the topic not available in time
                     futures.append(exc)
             results = await asyncio.gather(

@@ -27,6 +27,11 @@ class TenantQuota:
         self._window_start = clock()
         self._counts: dict[str, int] = {}
 
+    @property
+    def active(self) -> bool:
+        """False when no quota is configured: callers may skip :meth:`admit` entirely."""
+        return self._per_window is not None or self._max_queued is not None
+
     def admit(self, tenant: str, queued: int) -> RateLimited | None:
         """None when the request may proceed, else the error to publish for it."""
         if self._max_queued is not None and queued >= self._max_queued:

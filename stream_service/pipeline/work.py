@@ -21,7 +21,17 @@ class PartitionState:
     tracking of a later assignment of the same partition.
     """
 
-    __slots__ = ("topic", "partition", "tracker", "gate", "queued", "in_flight", "revoked", "paused")
+    __slots__ = (
+        "topic",
+        "partition",
+        "tracker",
+        "gate",
+        "queued",
+        "in_flight",
+        "revoked",
+        "paused",
+        "lineage",
+    )
 
     def __init__(self, topic: str, partition: int, *, ordered: bool, committed: int | None = None) -> None:
         self.topic = topic
@@ -32,6 +42,7 @@ class PartitionState:
         self.in_flight = 0  # dispatched to the executor, output not yet acknowledged
         self.revoked = False
         self.paused = False
+        self.lineage: list[tuple[str, bytes]] | None = None  # output headers shared by this partition
 
     def __repr__(self) -> str:
         return (

@@ -202,4 +202,3 @@ class HRVExtractor:
 
         vector = (valence, arousal, warmth, clarity, rhythm, richness, concreteness, engagement)
         return [round(_clamp(value), 4) for value in vector]
-

@@ -157,7 +157,7 @@ async def test_one_outcome_per_request_in_order() -> None:
 
 
 async def test_async_concurrency_bound_is_tracked_by_free() -> None:
-    """free() is concurrency minus the requests acquired; release() gives them back and signals."""
+    """free() is concurrency minus the requests acquired; run() gives them back and signals."""
     processor = FakeProcessor(echo)
     executor = AsyncExecutor(processor, FAST_RETRY, timeout_s=5.0, concurrency=4)  # type: ignore[arg-type]
     assert executor.free() == 4
@@ -166,19 +166,18 @@ async def test_async_concurrency_bound_is_tracked_by_free() -> None:
     assert not executor.capacity_changed.is_set()
     batch = requests(*"abc")
     await executor.run(batch)
-    executor.release(3)
     assert executor.free() == 4
     assert executor.capacity_changed.is_set()
     assert processor.max_running <= 3
 
 
 async def test_sync_processor_on_the_loop_runs_one_batch_at_a_time() -> None:
-    """With a sync processor, the async executor admits a whole batch, then nothing until it is released."""
+    """With a sync processor, the async executor admits a whole batch, then nothing until it has run."""
     executor = AsyncExecutor(FakeProcessor(echo, is_async=False), FAST_RETRY, 5.0, 4)  # type: ignore[arg-type]
     assert executor.free() > 1000
-    executor.acquire(50)
+    executor.acquire(2)
     assert executor.free() == 0
-    executor.release(50)
+    await executor.run(requests("a", "b"))
     assert executor.free() > 1000
 
 
@@ -214,9 +213,8 @@ async def test_thread_executor_runs_batches_in_its_pool() -> None:
         for _ in range(4):
             executor.acquire(100)  # one slot per batch, whatever its size
         assert executor.free() == 0, "two batches per worker at most"
-        executor.release(100)
+        outcomes = await executor.run(requests("a", "flaky"))  # gives back one batch's slot
         assert executor.free() > 0
-        outcomes = await executor.run(requests("a", "flaky"))
         assert [o.attempts for o in outcomes] == [1, 2]
         assert all(name.startswith("stream-service-worker") for name in processor.threads)
     finally:
@@ -333,8 +331,6 @@ def test_process_executor_capacity_is_one_batch_per_worker() -> None:
         assert executor.free() > 0
         executor.acquire(1)
         assert executor.free() == 0
-        executor.release(1)
-        assert executor.free() > 0
     finally:
         asyncio.run(executor.aclose())
 
