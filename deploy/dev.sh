@@ -24,7 +24,7 @@ PY
     if [ ! -f "$stamp" ]; then
         "$venv/bin/python" -m pip install --quiet --upgrade "pip>=24"
         "$venv/bin/python" -m pip install --quiet --require-hashes -r requirements.lock
-        "$venv/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
+        "$venv/bin/python" -m pip install --quiet --no-deps -e .
         rm -f "$venv"/.installed-*
         touch "$stamp"
     fi

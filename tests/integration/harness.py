@@ -32,7 +32,7 @@ async def create_topics(bootstrap: str, partitions: Mapping[str, int], replicati
     try:
         await admin.create_topics([NewTopic(t, n, replication) for t, n in partitions.items()])
         async with asyncio.timeout(30):
-            while await topic_partitions(admin, list(partitions)) != dict(partitions):
+            while await topic_partitions(admin, list(partitions)) != dict(partitions):  # noqa: ASYNC110
                 await asyncio.sleep(0.05)  # metadata has no change notification; poll it briefly
     finally:
         await admin.close()

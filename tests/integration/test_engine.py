@@ -250,7 +250,8 @@ async def test_slow_processor_bounds_in_flight_and_memory(kafka_bootstrap: str) 
     finally:
         assert await service.stop(120) == 0
     print(
-        f"slow-processor: peak in-flight={peak_in_flight:.0f} (bound {bound}) peak RSS={peak_rss / 2**20:.1f} MiB"
+        f"slow-processor: peak in-flight={peak_in_flight:.0f} (bound {bound}) "
+        f"peak RSS={peak_rss / 2**20:.1f} MiB"
     )
     assert 0 < peak_in_flight <= bound
     assert 0 < peak_rss < 300 * 2**20
