@@ -22,19 +22,19 @@ import structlog
 from aiokafka import TopicPartition
 
 from stream_service.config import Config
-from stream_service.messages import ErrorRecord, Result
 from stream_service.observability import audit
 from stream_service.observability.metrics import Metrics
+from stream_service.pipeline.answer import Answers
 from stream_service.pipeline.batch import BatchPolicy, BatchSizer
 from stream_service.pipeline.commit import Committer
 from stream_service.pipeline.consume import BackPressurePolicy, PollLoop
 from stream_service.pipeline.decode import DecodeFailure, RequestDecoder
-from stream_service.pipeline.execute import Executor, Outcome
+from stream_service.pipeline.dispatch import Dispatcher, wait_event
+from stream_service.pipeline.execute import Executor
 from stream_service.pipeline.publish import OutputEncoder, OutRecord, Publisher
 from stream_service.pipeline.quota import TenantQuota
 from stream_service.pipeline.schedule import FairScheduler, SchedulerPolicy
 from stream_service.pipeline.work import PartitionState, WorkItem
-from stream_service.processors.base import Output
 from stream_service.processors.cache import ResultCache
 
 CONTENT_TYPE_HEADER = "content-type"
@@ -87,15 +87,10 @@ class Engine:
         self._commit_wanted = asyncio.Event()
         self._commit_threshold = max(1, config.executor.max_in_flight // 4)
         self.capacity_changed = asyncio.Event()
-        self._completed = asyncio.Event()
-        self._work_ready = asyncio.Event()
-        self._batch_full = asyncio.Event()
-        self._first_ready_at: float | None = None
         self._coalescing: dict[bytes, list[WorkItem]] = {}
         self._batch_ids = itertools.count(1)
         self._tasks: asyncio.TaskGroup | None = None
         self._running: set[asyncio.Task[None]] = set()
-        self._dispatching = True
 
         self.ordering = config.executor.ordering
         self.policy = BatchPolicy.from_settings(config.batch)
@@ -113,6 +108,16 @@ class Engine:
             max_request_size=config.kafka.producer_max_request_size,
             renew=renew_producer,
         )
+        self.dispatcher = Dispatcher(
+            self.scheduler,
+            self.sizer,
+            executor,
+            self.policy,
+            metrics,
+            lambda items: self._spawn(self._run_batch(items)),
+            clock,
+        )
+        self.answers = Answers(self.encoder, metrics, self.log, audit_requests=self.audit_requests)
         self.committer = Committer(consumer, self.states, on_commit=self._on_commit)
         self.poller = PollLoop(
             consumer,
@@ -156,7 +161,7 @@ class Engine:
                 if isinstance(decoded, DecodeFailure):
                     item = WorkItem(state, rec.offset, None, rec.timestamp, size, None, decoded)
                     state.in_flight += 1
-                    direct.append((item, self._failure_record(item, decoded)))
+                    direct.append((item, self.answers.failure(item, decoded)))
                     continue
                 key = (
                     rec.key if ordering == "key" else ORDER_BY_PARTITION if ordering == "partition" else None
@@ -170,7 +175,7 @@ class Engine:
                 if rejection is not None:
                     state.in_flight += 1
                     direct.append(
-                        (item, self._error_record(item, rejection.error_type, str(rejection), 0, 0.0))
+                        (item, self.answers.error(item, rejection.error_type, str(rejection), 0, 0.0))
                     )
                     continue
                 state.queued += 1
@@ -200,7 +205,7 @@ class Engine:
                 self.metrics.cache_hits_total.inc()
                 item.state.queued -= 1
                 item.state.in_flight += 1
-                direct.append((item, self._result_record(item, hit, attempts=0, seconds=0.0, cached=True)))
+                direct.append((item, self.answers.result(item, hit, attempts=0, seconds=0.0, cached=True)))
                 return
             self.metrics.cache_misses_total.inc()
             followers = self._coalescing.get(key)
@@ -211,74 +216,7 @@ class Engine:
                 followers.append(item)
                 return
             self._coalescing[key] = []
-        self._enqueue(item)
-
-    def _enqueue(self, item: WorkItem) -> None:
-        item.scheduled = True
-        item.enqueued_at = self.clock()
-        if self.scheduler.size == 0:
-            self._first_ready_at = item.enqueued_at
-        self.scheduler.push(item)
-        if not self._work_ready.is_set():
-            self._work_ready.set()
-        if self.scheduler.size >= self.sizer.size and not self._batch_full.is_set():
-            self._batch_full.set()
-
-    # ----------------------------------------------------------------- dispatch (batch -> limit -> execute)
-
-    async def dispatch_loop(self) -> None:
-        """Close batches (size, bytes or linger), take them fairly under the limits, and run them."""
-        policy = self.policy
-        scheduler = self.scheduler
-        while True:
-            if scheduler.size == 0:
-                self._work_ready.clear()
-                await self._work_ready.wait()
-                continue
-            target = min(self.sizer.size, self.executor.max_batch())
-            if scheduler.size < target and policy.linger_s > 0 and self._dispatching:
-                first = self._first_ready_at if self._first_ready_at is not None else self.clock()
-                remaining = first + policy.linger_s - self.clock()
-                if remaining > 0:
-                    self._batch_full.clear()
-                    if scheduler.size < target:
-                        await _wait_event(self._batch_full, remaining)
-            free = self.executor.free()
-            want = min(target, scheduler.size)
-            if 0 <= free < want and self._dispatching:
-                # Let running work free more slots first (up to linger): otherwise every finished
-                # request starts a batch of one, and per-batch overhead eats the loop.
-                await self._wait_capacity(want, policy.linger_s)
-                free = self.executor.free()
-            if free <= 0:
-                self.executor.capacity_changed.clear()
-                await self.executor.capacity_changed.wait()
-                continue
-            started_wait = self.clock()
-            items, wait_s = scheduler.take(min(target, free), policy.max_bytes)
-            if not items:
-                # Limits hold the waiting work back: wait for tokens, or for a slot to free up.
-                self._completed.clear()
-                await _wait_event(self._completed, wait_s if wait_s > 0 else 0.05)
-                self.metrics.limiter_wait_seconds_total.inc(self.clock() - started_wait)
-                continue
-            self._first_ready_at = self.clock() if scheduler.size else None
-            self._batch_full.clear()
-            for item in items:
-                item.state.queued -= 1
-                item.state.in_flight += 1
-            self.executor.acquire(len(items))
-            self._spawn(self._run_batch(items))
-
-    async def _wait_capacity(self, want: int, timeout_s: float) -> None:
-        deadline = self.clock() + timeout_s
-        changed = self.executor.capacity_changed
-        while self.executor.free() < want:
-            remaining = deadline - self.clock()
-            if remaining <= 0:
-                return
-            changed.clear()
-            await _wait_event(changed, remaining)
+        self.dispatcher.push(item)
 
     async def _run_batch(self, items: list[WorkItem]) -> None:
         started = self.clock()
@@ -290,14 +228,14 @@ class Engine:
         records: list[OutRecord] = []
         finished: list[WorkItem] = []
         for item, outcome in zip(items, outcomes, strict=True):
-            records.append(self._outcome_record(item, outcome))
+            records.append(self.answers.outcome(item, outcome))
             finished.append(item)
             if item.cache_key is not None:
                 followers = self._coalescing.pop(item.cache_key, None)
                 if outcome.output is not None and self.cache is not None:
                     self.cache.put(item.cache_key, outcome.output)
                 for follower in followers or ():
-                    records.append(self._follower_record(follower, outcome))
+                    records.append(self.answers.follower(follower, outcome))
                     finished.append(follower)
         await self.publisher.publish(records)
         self._complete(finished, records, batch_latency_s=self.clock() - started)
@@ -366,103 +304,7 @@ class Engine:
                 latency_s=round(batch_latency_s, 6),
             )
         self.capacity_changed.set()
-        self._completed.set()
-
-    # ----------------------------------------------------------------- records
-
-    def _result_record(
-        self, item: WorkItem, output: Output, *, attempts: int, seconds: float, cached: bool
-    ) -> OutRecord:
-        request = item.request
-        assert request is not None
-        metadata = request.metadata if not output.metadata else {**request.metadata, **output.metadata}
-        result = Result(
-            id=request.id,
-            content=output.content,
-            hrv_vector=output.hrv_vector,
-            processing_time=seconds,
-            tenant=request.tenant,
-            profile_name=request.profile_name,
-            metadata=metadata,
-            cached=cached,
-            attempts=attempts,
-        )
-        if self.audit_requests:
-            audit.request_completed(
-                self.log,
-                request_id=request.id,
-                tenant=request.tenant,
-                profile_name=request.profile_name,
-                prompt=request.prompt,
-                topic=item.state.topic,
-                partition=item.state.partition,
-                offset=item.offset,
-                latency_s=seconds,
-                attempts=attempts,
-                cached=cached,
-            )
-        return self.encoder.result(item, result)
-
-    def _error_record(
-        self, item: WorkItem, error_type: Any, message: str, attempts: int, seconds: float
-    ) -> OutRecord:
-        request = item.request
-        assert request is not None
-        audit.request_failed(
-            self.log,
-            request_id=request.id,
-            tenant=request.tenant,
-            error_type=error_type,
-            error=message,
-            attempts=attempts,
-            topic=item.state.topic,
-            partition=item.state.partition,
-            offset=item.offset,
-        )
-        record = ErrorRecord(
-            id=request.id,
-            error=message,
-            error_type=error_type,
-            attempts=attempts,
-            processing_time=seconds,
-            tenant=request.tenant,
-            profile_name=request.profile_name,
-            metadata=request.metadata,
-        )
-        return self.encoder.error(item, record)
-
-    def _failure_record(self, item: WorkItem, failure: DecodeFailure) -> OutRecord:
-        audit.request_failed(
-            self.log,
-            request_id=failure.request_id,
-            tenant=failure.tenant,
-            error_type=failure.error_type,
-            error=failure.message,
-            attempts=0,
-            topic=item.state.topic,
-            partition=item.state.partition,
-            offset=item.offset,
-        )
-        return self.encoder.error(item, failure.to_error_record())
-
-    def _outcome_record(self, item: WorkItem, outcome: Outcome) -> OutRecord:
-        if outcome.attempts > 1:
-            kind = outcome.error.error_type if outcome.error is not None else "recovered"
-            self.metrics.retries_total.labels(error_type=kind).inc(outcome.attempts - 1)
-        if outcome.output is not None:
-            return self._result_record(
-                item, outcome.output, attempts=outcome.attempts, seconds=outcome.seconds, cached=False
-            )
-        assert outcome.error is not None
-        return self._error_record(
-            item, outcome.error.error_type, str(outcome.error), outcome.attempts, outcome.seconds
-        )
-
-    def _follower_record(self, item: WorkItem, outcome: Outcome) -> OutRecord:
-        if outcome.output is not None:
-            return self._result_record(item, outcome.output, attempts=0, seconds=0.0, cached=True)
-        assert outcome.error is not None
-        return self._error_record(item, outcome.error.error_type, str(outcome.error), 0, 0.0)
+        self.dispatcher.completed.set()
 
     # ----------------------------------------------------------------- assignment, drain, commit
 
@@ -504,7 +346,7 @@ class Engine:
                 leader.state.in_flight -= 1
                 leader.state.queued += 1
                 self._coalescing[item.cache_key] = rest
-                self._enqueue(leader)
+                self.dispatcher.push(leader)
         self.active -= len(dropped)  # never acknowledged; ``tracked`` drops when the state is forgotten
         self.tracked_bytes -= sum(item.size for item in dropped)
         self.capacity_changed.set()
@@ -523,9 +365,9 @@ class Engine:
             remaining = deadline - self.clock()
             if remaining <= 0:
                 return False
-            self._completed.clear()
+            self.dispatcher.completed.clear()
             if busy():
-                await _wait_event(self._completed, remaining)
+                await wait_event(self.dispatcher.completed, remaining)
         return True
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
@@ -552,7 +394,7 @@ class Engine:
         interval = self.config.delivery.commit_interval_s
         while True:
             # About once an interval, or sooner when finished work is holding capacity.
-            await _wait_event(self._commit_wanted, interval)
+            await wait_event(self._commit_wanted, interval)
             self._commit_wanted.clear()
             await self.committer.commit()
             for tp, state in self.states.items():
@@ -568,7 +410,7 @@ class Engine:
         self._tasks = tasks
         return [
             tasks.create_task(self.poller.run(), name="poll"),
-            tasks.create_task(self.dispatch_loop(), name="dispatch"),
+            tasks.create_task(self.dispatcher.run(), name="dispatch"),
             tasks.create_task(self.commit_loop(), name="commit"),
         ]
 
@@ -587,16 +429,7 @@ class Engine:
     async def drain(self, timeout_s: float) -> bool:
         """Stop consuming, finish everything consumed, and commit. Return False on timeout."""
         self.poller.stop()
-        self._dispatching = False
-        self._work_ready.set()
+        self.dispatcher.drain()
         idle = await self.wait_idle(None, timeout_s)
         await self.committer.commit()
         return idle
-
-
-async def _wait_event(event: asyncio.Event, timeout_s: float) -> None:
-    try:
-        async with asyncio.timeout(timeout_s):
-            await event.wait()
-    except TimeoutError:
-        pass
