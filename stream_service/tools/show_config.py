@@ -14,13 +14,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from stream_service.config import (
-    SETTINGS,
-    add_config_arguments,
-    flags_from_args,
-    load_config_with_sources,
-    redacted,
-)
+from stream_service.config import SETTINGS, load_config_with_sources, redacted
+from stream_service.config_cli import add_config_arguments, flags_from_args
 from stream_service.errors import ConfigError
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")

@@ -16,13 +16,11 @@ from stream_service.config import (
     SETTINGS,
     Config,
     TenantLimit,
-    add_config_arguments,
-    config_from_args,
     load_config,
     load_config_with_sources,
     redacted,
-    register,
 )
+from stream_service.config_cli import add_config_arguments, config_from_args, register
 from stream_service.errors import ConfigError
 from stream_service.tools.show_config import reference_row
 

@@ -1,0 +1,82 @@
+"""Command-line flags for the configuration: ``--config``, the common setting flags, ``--set KEY=VALUE``.
+
+Flags only name values; :func:`stream_service.config.load_config` (the only reader of the
+environment and of config files) merges them over the file and the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+
+import msgspec.inspect as mi
+
+from stream_service.config import CONFIG_FILE_ENV, SETTINGS, Config, load_config
+from stream_service.errors import ConfigError
+
+__all__ = ["add_config_arguments", "config_from_args", "flags_from_args", "register"]
+
+_FLAGS: tuple[tuple[str, str], ...] = (
+    ("--bootstrap-servers", "kafka.bootstrap_servers"),
+    ("--input-topic", "topics.input"),
+    ("--results-topic", "topics.results"),
+    ("--errors-topic", "topics.errors"),
+    ("--group-id", "topics.group_id"),
+    ("--processor", "processor.name"),
+    ("--executor", "executor.kind"),
+    ("--metrics-port", "observability.metrics_port"),
+    ("--log-level", "observability.log_level"),
+)
+
+
+def _dest(flag: str) -> str:
+    return flag.removeprefix("--").replace("-", "_")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config``, the common setting flags and a repeatable ``--set KEY=VALUE`` to ``parser``."""
+    group = parser.add_argument_group("configuration", "flags override the config file and the environment")
+    group.add_argument(
+        "--config", dest="config_file", metavar="PATH", help=f"TOML config file (default: ${CONFIG_FILE_ENV})"
+    )
+    for flag, key in _FLAGS:
+        info = SETTINGS[key].info
+        choices = list(info.values) if key == "executor.kind" and isinstance(info, mi.LiteralType) else None
+        help_text = f"sets {key} (env {SETTINGS[key].env_var})"
+        group.add_argument(flag, dest=_dest(flag), choices=choices, help=help_text)
+    group.add_argument(
+        "--set",
+        dest="config_overrides",
+        action="append",
+        metavar="KEY=VALUE",
+        help="set any setting by dotted key, value written as in the environment (repeatable)",
+    )
+
+
+def flags_from_args(args: argparse.Namespace) -> tuple[str | None, dict[str, object], dict[str, str]]:
+    """The config file, flags and flag labels given on the command line (named flags win over --set)."""
+    flags: dict[str, object] = {}
+    labels: dict[str, str] = {}
+    for item in getattr(args, "config_overrides", None) or ():
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"invalid --set {item}: expected KEY=VALUE, e.g. --set batch.max_size=100")
+        key = key.strip()
+        flags[key], labels[key] = text, f"flag --set {key}"
+    for flag, key in _FLAGS:
+        if (value := getattr(args, _dest(flag), None)) is not None:
+            flags[key], labels[key] = value, f"flag {flag}"
+    return getattr(args, "config_file", None), flags, labels
+
+
+def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Config:
+    """The Config for parsed command-line arguments (see :func:`add_config_arguments`)."""
+    file, flags, labels = flags_from_args(args)
+    return load_config(file=file, environ=environ, flags=flags, flag_labels=labels)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``config`` subcommand (prints the effective configuration, secrets redacted)."""
+    from stream_service.tools import show_config  # here, not at the top: show_config imports this module
+
+    show_config.register(subparsers)
