@@ -14,36 +14,23 @@ not stop cleanly); 2 on configuration or connection problems; 130 when interrupt
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import functools
-import shutil
-import signal
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from contextlib import suppress
-from pathlib import Path
 from typing import IO, Any, NamedTuple, Protocol
 
 import msgspec
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
-from stream_service.config import Config, load_config_with_sources
-from stream_service.errors import ConfigError, PluginError
-from stream_service.localkafka import LocalKafka, LocalKafkaError
+from stream_service.config import Config
+from stream_service.localkafka import LocalKafka
 from stream_service.service import EXIT_OK, EXIT_STARTUP, Service
-from stream_service.tools.lineage import (
-    EXIT_ERROR,
-    ToolError,
-    add_connection_arguments,
-    client_options,
-    read_outputs,
-)
+from stream_service.tools.demo_interrupts import Interrupts
+from stream_service.tools.lineage import EXIT_ERROR, ToolError, client_options, read_outputs
 from stream_service.tools.produce import DEFAULT_PROFILES, ProduceStats, produce_requests
 from stream_service.tools.progress import Progress, ProgressLine, RateMeter
 from stream_service.tools.reconcile import Verdict, reconcile_topics
@@ -56,7 +43,6 @@ __all__ = [
     "DemoOptions",
     "DemoOutcome",
     "DemoTopics",
-    "register",
     "run_demo",
     "service_config",
     "tenant_mix",
@@ -73,7 +59,6 @@ PARTITIONS = {"input": 8, "results": 8, "errors": 1}
 BASE_TIMEOUT_S = 240.0
 _TICK_S = 0.25  # progress refresh and completion check
 _TOPIC_READY_TIMEOUT_S = 30.0
-_LOG_TAIL_LINES = 20
 
 
 class Broker(Protocol):
@@ -176,38 +161,6 @@ def read_counters(registry: CollectorRegistry, results_topic: str, errors_topic:
     return int(consumed), int(results), int(errors)
 
 
-class _Interrupts:
-    """SIGINT/SIGTERM while the demo (not the service) handles them: each cancels the demo task.
-
-    The first cancellation unwinds through ``finally`` blocks that stop what was started. While
-    the service runs it owns these signals itself (the first drains it), and removing its
-    handlers afterwards removes ours too, so :meth:`install` is called again when it returns.
-    """
-
-    def __init__(self, task: asyncio.Task[Any], say: Callable[[str], None]) -> None:
-        self._task = task
-        self._say = say
-        self.signals = 0
-
-    def install(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with suppress(NotImplementedError, RuntimeError):  # not on the main thread / platform
-                loop.add_signal_handler(sig, self._on_signal)
-
-    def remove(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
-
-    def _on_signal(self) -> None:
-        self.signals += 1
-        if self.signals == 1:
-            self._say("interrupted: stopping everything the demo started")
-        self._task.cancel()
-
-
 async def create_topics(options: Mapping[str, Any], topics: DemoTopics) -> None:
     """Create the three topics and wait until every partition has a leader."""
     names = {"input": topics.input, "results": topics.results, "errors": topics.errors}
@@ -229,7 +182,7 @@ async def create_topics(options: Mapping[str, Any], topics: DemoTopics) -> None:
         await admin.close()
 
 
-async def _service_run(service: Service, interrupts: _Interrupts | None) -> int:
+async def _service_run(service: Service, interrupts: Interrupts | None) -> int:
     try:
         return await service.run()
     finally:
@@ -243,7 +196,7 @@ async def _serve(
     topics: DemoTopics,
     outcome: DemoOutcome,
     progress: ProgressLine,
-    interrupts: _Interrupts | None,
+    interrupts: Interrupts | None,
     clock: Callable[[], float],
 ) -> None:
     """Run the service while producing; stop it once every request is answered or time runs out."""
@@ -335,7 +288,7 @@ async def run_demo(
     progress = ProgressLine(err)
     say = progress.note
     task = asyncio.current_task()
-    interrupts = _Interrupts(task, say) if handle_signals and task is not None else None
+    interrupts = Interrupts(task, say) if handle_signals and task is not None else None
     outcome = DemoOutcome(bootstrap=bootstrap)
     kafka: Broker | None = None
     keeping = False
@@ -387,7 +340,7 @@ async def _steps(
     bootstrap: str,
     outcome: DemoOutcome,
     progress: ProgressLine,
-    interrupts: _Interrupts | None,
+    interrupts: Interrupts | None,
     out: IO[str],
     clock: Callable[[], float],
 ) -> None:
@@ -442,115 +395,3 @@ async def _report(config: Config, topics: DemoTopics, outcome: DemoOutcome, coun
     produced = outcome.produced.sent if outcome.produced is not None else None
     complete = verdict.ok and produced == verdict.expected == count and outcome.service_exit == EXIT_OK
     outcome.exit_code = EXIT_OK if complete else EXIT_MISSING
-
-
-# ------------------------------------------------------------------------------------------- command
-
-
-def _positive(kind: Callable[[str], Any], *, zero: bool = False) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-        if value < 0 or (value == 0 and not zero):
-            raise argparse.ArgumentTypeError(f"must be {'>= 0' if zero else '> 0'}, got {text}")
-        return value
-
-    return parse
-
-
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``demo`` subcommand."""
-    parser = subparsers.add_parser(
-        "demo",
-        help="run everything end to end: local broker, load, service, report, reconcile",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_connection_arguments(parser)
-    parser.add_argument(
-        "--count", type=_positive(int), default=DEFAULT_COUNT, help="requests (default 20000)"
-    )
-    parser.add_argument(
-        "--rate", type=_positive(float, zero=True), default=0.0, help="requests/s; 0 = at once"
-    )
-    parser.add_argument("--tenants", type=_positive(int), default=DEFAULT_TENANTS, help="tenants (default 4)")
-    parser.add_argument("--processor", help="processor.name (default: the configured one, resonance)")
-    parser.add_argument("--executor", choices=["async", "thread", "process"], help="executor.kind")
-    parser.add_argument(
-        "--timeout",
-        type=_positive(float),
-        help=f"seconds the service may take to answer everything (default {BASE_TIMEOUT_S:.0f}, "
-        "plus count/rate with --rate)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="fixes every generated request")
-    parser.add_argument(
-        "--keep-broker",
-        action="store_true",
-        help="after the report, keep the local broker and topics until Ctrl-C (to try the other tools)",
-    )
-    parser.set_defaults(handler=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Handler of ``stream-service demo``."""
-    from stream_service.observability.logging import configure_logging
-
-    flags: dict[str, object] = {}
-    labels: dict[str, str] = {}
-    named = (
-        ("bootstrap_servers", "kafka.bootstrap_servers"),
-        ("processor", "processor.name"),
-        ("executor", "executor.kind"),
-    )
-    for dest, key in named:
-        if getattr(args, dest, None):
-            flags[key], labels[key] = getattr(args, dest), f"flag --{dest.replace('_', '-')}"
-    try:
-        base, sources = load_config_with_sources(file=args.config_file, flags=flags, flag_labels=labels)
-    except ConfigError as exc:
-        print(f"demo: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    options = DemoOptions(
-        count=args.count,
-        rate=args.rate,
-        tenants=args.tenants,
-        timeout_s=args.timeout,
-        seed=args.seed,
-        keep_broker=args.keep_broker,
-    )
-    bootstrap = base.kafka.bootstrap_servers if "kafka.bootstrap_servers" in sources else None
-    # The service logs (warnings and worse) go to a file, so the progress line stays readable.
-    log_dir = Path(tempfile.mkdtemp(prefix="stream-service-demo-"))
-    log_path = log_dir / "service.log"
-    code = EXIT_ERROR  # also what an unexpected exception leaves, so its log is kept
-    try:
-        with log_path.open("w", encoding="utf-8") as log_stream:
-            configure_logging(level="warning", fmt="json", stream=log_stream)
-            try:
-                outcome = asyncio.run(run_demo(base, options, bootstrap=bootstrap, handle_signals=True))
-                code = outcome.exit_code
-            except (ConfigError, PluginError, LocalKafkaError, ToolError, KafkaError, OSError) as exc:
-                print(f"demo: {exc}", file=sys.stderr)
-            except (KeyboardInterrupt, asyncio.CancelledError):  # a signal during the final clean-up
-                code = EXIT_INTERRUPTED
-            finally:
-                configure_logging(level="warning", fmt="json", stream=sys.stderr)  # before the file closes
-    finally:
-        _keep_log_if_failed(log_path, failed=code not in (EXIT_OK, EXIT_INTERRUPTED))
-    return code
-
-
-def _keep_log_if_failed(log_path: Path, *, failed: bool) -> None:
-    """After a failure show the service log's tail and keep the file; otherwise delete it.
-
-    A successful run's log only holds the expected warnings (one per bad input), which the
-    report already sums up.
-    """
-    lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines() if failed else []
-    if not lines:
-        shutil.rmtree(log_path.parent, ignore_errors=True)
-        return
-    print("\n".join(lines[-_LOG_TAIL_LINES:]), file=sys.stderr)
-    print(f"demo: the service log ({len(lines)} warning/error lines) is kept in {log_path}", file=sys.stderr)

@@ -5,10 +5,14 @@ re-sent prompts under new ids (to exercise the result cache) and with bad record
 (invalid JSON, wrong schema, oversized prompt, unknown profile, non-UTF-8 bytes).
 :func:`produce_requests` is the reusable core: the demo, tests and benchmarks call it.
 
-Speed: records are appended straight into per-partition batches (``create_batch`` /
-``send_batch``) and acknowledgements are awaited in bulk, about three times faster than one
+Speed: records are appended straight into per-partition batches and acknowledgements are
+awaited in bulk (:mod:`stream_service.tools.batch_sender`), about three times faster than one
 ``send()`` per record. Keyed records are placed by CRC-32 of the key, so one key always lands
 on one partition (though not on the partition Java's murmur2 partitioner would pick).
+
+With ``--rate`` records go out on a schedule from the start of the run
+(:mod:`stream_service.tools.pacing`) while acknowledgements arrive in the background, so the
+offered rate is met as long as the broker keeps up.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import asyncio
 import random
 import sys
 import time
-import zlib
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal, TypeVar
@@ -29,7 +32,9 @@ from aiokafka.errors import KafkaError
 
 from stream_service.errors import ConfigError
 from stream_service.messages import CONTENT_TYPES, Encoding, Request
+from stream_service.tools.batch_sender import BatchProducer, BatchSender
 from stream_service.tools.lineage import EXIT_ERROR, add_connection_arguments, client_options, tool_config
+from stream_service.tools.pacing import Pace
 
 __all__ = ["BAD_KINDS", "Generated", "ProduceStats", "RequestGenerator", "produce_requests", "register"]
 
@@ -41,10 +46,8 @@ DEFAULT_PROFILES = ("neutral_professional", "creative_storytelling", "marketing_
 OVERSIZED_PROMPT_BYTES = 40 * 1024
 _RECENT_FOR_DUPLICATES = 1024
 _PROMPT_POOL = 256
-_CHUNK_RECORDS = 5_000  # records generated between hand-offs to the producer
+_CHUNK_RECORDS = 5_000  # at most this many records generated between hand-offs to the producer
 _BATCH_BYTES = 512 * 1024
-_MAX_BATCHES_IN_FLIGHT = 32
-_PACE_INTERVAL_S = 0.01  # with --rate, pacing granularity
 _WORDS = (
     "please write a short friendly note about our new product launch for the team and customers "
     "explain how the feature helps people save time every day with clear simple steps and examples "
@@ -212,12 +215,16 @@ async def produce_requests(
     id_prefix: str | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    make_producer: Callable[..., BatchProducer] = AIOKafkaProducer,
 ) -> ProduceStats:
     """Send ``count`` generated requests to ``topic`` and wait until Kafka acknowledged all.
 
     ``bootstrap`` is a bootstrap-servers string or a dict of aiokafka client options.
-    ``rate`` is records per second (0: as fast as possible). Ids are ``{id_prefix}{n:09d}``
-    (default prefix ``s{seed}-``). Raises KafkaError when records cannot be delivered.
+    ``rate`` is records per second (0: as fast as possible), kept from the start of the run
+    without waiting for acknowledgements in between. Ids are ``{id_prefix}{n:09d}`` (default
+    prefix ``s{seed}-``). The producer (``make_producer(**options)``) is stopped however this
+    ends, cancellation during its start included. Raises KafkaError when records cannot be
+    delivered, ValueError for an infinite ``rate``.
     """
     generator = RequestGenerator(
         tenants=tenants,
@@ -233,29 +240,34 @@ async def produce_requests(
         id_prefix=id_prefix,
     )
     options = {"bootstrap_servers": bootstrap} if isinstance(bootstrap, str) else dict(bootstrap)
-    producer = AIOKafkaProducer(**options, acks="all", linger_ms=10, max_batch_size=_BATCH_BYTES)
+    pace = Pace(rate_per_s=rate) if rate > 0 else None
+    producer = make_producer(**options, acks="all", linger_ms=10, max_batch_size=_BATCH_BYTES)
     kinds: Counter[str] = Counter()
     tenant_counts: Counter[str] = Counter()
-    await producer.start()
     try:
+        # Inside the try: a start cancelled or failed half way has opened connections too.
+        await producer.start()
         partitions = sorted(await producer.partitions_for(topic))
-        sender = _BatchSender(producer, topic, partitions, generator.headers)
+        sender = BatchSender(producer, topic, partitions, generator.headers)
         started = clock()
-        chunk = _CHUNK_RECORDS if rate <= 0 else max(1, min(_CHUNK_RECORDS, int(rate * _PACE_INTERVAL_S)))
         records = iter(generator)
         sent = 0
         while sent < count:
-            for _ in range(min(chunk, count - sent)):
+            chunk = min(_CHUNK_RECORDS, count - sent)
+            if pace is not None:
+                elapsed_s = clock() - started
+                chunk = min(chunk, pace.due(elapsed_s, sent))
+                if chunk == 0:
+                    await sleep(pace.wait_s(elapsed_s, sent))
+                    continue
+            for _ in range(chunk):
                 record = next(records)
                 sender.append(record.key, record.value)
                 kinds[record.kind] += 1
                 tenant_counts[record.tenant] += 1
-            sent += min(chunk, count - sent)
-            if rate > 0:
-                await sender.flush()  # paced records go out now, not when a batch fills
-                ahead_s = sent / rate - (clock() - started)
-                if ahead_s > 0:
-                    await sleep(ahead_s)
+            sent += chunk
+            if pace is not None:
+                await sender.send_open()  # paced records go out now, not when a batch fills
             else:
                 await sender.send_full()
         await sender.flush()
@@ -273,59 +285,6 @@ async def produce_requests(
         elapsed_s=elapsed_s,
         rate_per_s=sent / elapsed_s if elapsed_s > 0 else 0.0,
     )
-
-
-class _BatchSender:
-    """Fills one batch per partition; full batches go to the producer, acks are awaited in bulk.
-
-    Keyed records are placed by CRC-32 of the key (the same key always lands on the same
-    partition) rather than Java's murmur2, which costs ~7 µs per record in pure Python.
-    """
-
-    def __init__(self, producer: Any, topic: str, partitions: list[int], headers: list[tuple[str, bytes]]):
-        self._producer = producer
-        self._topic = topic
-        self._partitions = partitions
-        self._headers = headers
-        self._open: dict[int, Any] = {}
-        self._full: list[tuple[int, Any]] = []
-        self._in_flight: deque[asyncio.Future[Any]] = deque()
-        self._round_robin = 0
-        self.per_partition: Counter[int] = Counter()
-
-    def append(self, key: bytes | None, value: bytes) -> None:
-        if key is None:
-            partition = self._partitions[self._round_robin % len(self._partitions)]
-            self._round_robin += 1
-        else:
-            partition = self._partitions[zlib.crc32(key) % len(self._partitions)]
-        batch = self._open.get(partition)
-        if batch is None:
-            batch = self._open[partition] = self._producer.create_batch()
-        if batch.append(key=key, value=value, timestamp=None, headers=self._headers) is None:
-            self._full.append((partition, batch))
-            batch = self._open[partition] = self._producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None, headers=self._headers) is None:
-                raise ValueError(f"a record of {len(value)} bytes does not fit in an empty batch")
-        self.per_partition[partition] += 1
-
-    async def send_full(self) -> None:
-        """Hand full batches to the producer; wait for the oldest acks past the in-flight bound."""
-        for partition, batch in self._full:
-            batch.close()
-            # send_batch waits while the partition already has a batch queued: back-pressure.
-            self._in_flight.append(await self._producer.send_batch(batch, self._topic, partition=partition))
-        self._full.clear()
-        while len(self._in_flight) > _MAX_BATCHES_IN_FLIGHT:
-            await self._in_flight.popleft()
-
-    async def flush(self) -> None:
-        """Send every batch, open ones included, and wait until all are acknowledged."""
-        self._full.extend((p, b) for p, b in self._open.items() if b.record_count())
-        self._open.clear()
-        await self.send_full()
-        while self._in_flight:
-            await self._in_flight.popleft()
 
 
 # ------------------------------------------------------------------------------------------- command

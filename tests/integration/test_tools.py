@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import uuid
+import warnings
+import weakref
 from typing import Any
 
 import msgspec
@@ -208,6 +211,79 @@ async def test_produce_is_fast(kafka_bootstrap: str, topics: Topics) -> None:
     stats = await produce_requests(kafka_bootstrap, topics.input, 50_000, tenants=["a", "b"], seed=1)
     assert stats.sent == 50_000
     assert stats.rate_per_s > 20_000, stats.rate_per_s
+
+
+class _SlowAcks(AIOKafkaProducer):  # type: ignore[misc]  # aiokafka is untyped
+    """A real producer whose acknowledgements arrive 40 ms late, like a loaded broker's."""
+
+    ACK_DELAY_S = 0.04
+
+    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> Any:
+        delivered = await super().send_batch(batch, topic, partition=partition)
+        return asyncio.ensure_future(self._late(delivered))
+
+    async def _late(self, delivered: Any) -> Any:
+        result = await delivered
+        await asyncio.sleep(self.ACK_DELAY_S)  # the simulated broker latency, not a synchronisation
+        return result
+
+
+async def test_paced_produce_meets_the_offered_rate_with_slow_acks(
+    kafka_bootstrap: str, topics: Topics
+) -> None:
+    """At --rate 1000 with acks 40 ms late, 2000 records still go out at about 1000/s."""
+    stats = await produce_requests(kafka_bootstrap, topics.input, 2000, rate=1000.0, make_producer=_SlowAcks)
+    assert stats.sent == 2000
+    assert len(await _read_all(kafka_bootstrap, topics.input)) == 2000
+    assert stats.elapsed_s >= 1.9, stats.elapsed_s  # not faster than asked
+    # Awaiting every chunk's acks before the next reached only about a fifth of the rate.
+    assert stats.rate_per_s > 750, stats.rate_per_s
+
+
+class _CountedSends(AIOKafkaProducer):  # type: ignore[misc]  # aiokafka is untyped
+    """A real producer that signals once it has handed over a few batches."""
+
+    sending: asyncio.Event
+
+    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> Any:
+        future = await super().send_batch(batch, topic, partition=partition)
+        self.sending.set()
+        return future
+
+
+async def _cancel_while_sending(bootstrap: str, topic: str) -> weakref.ref[AIOKafkaProducer]:
+    """Cancel a paced produce_requests once it is sending; a weak reference to its producer.
+
+    Run as a task of its own: the CancelledError (whose traceback holds the producer) is thrown
+    into this task's step, and released only when that step ends.
+    """
+    sending = asyncio.Event()
+    made: list[weakref.ref[AIOKafkaProducer]] = []
+
+    def make(**options: Any) -> Any:
+        producer = _CountedSends(**options)
+        producer.sending = sending
+        made.append(weakref.ref(producer))
+        return producer
+
+    task = asyncio.create_task(produce_requests(bootstrap, topic, 100_000, rate=1000.0, make_producer=make))
+    await sending.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return made[0]
+
+
+async def test_produce_cancelled_while_sending_closes_its_producer(
+    kafka_bootstrap: str, topics: Topics
+) -> None:
+    """Cancelling produce_requests mid-run stops its producer: no unclosed producer or connection."""
+    producer = await asyncio.create_task(_cancel_while_sending(kafka_bootstrap, topics.input))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()
+    assert producer() is None, "the producer must be collected for this check to mean anything"
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 async def test_tools_exit_2_on_a_missing_topic(
