@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 
@@ -12,9 +13,9 @@ from stream_service.errors import ConfigError, PluginError
 
 
 def _run(args: argparse.Namespace) -> int:
-    from stream_service.config import config_from_args
+    from stream_service.config_cli import config_from_args
     from stream_service.observability.logging import configure_logging
-    from stream_service.service import EXIT_STARTUP, Service
+    from stream_service.service import EXIT_FORCED, EXIT_STARTUP, Service
 
     try:
         config = config_from_args(args)
@@ -22,8 +23,13 @@ def _run(args: argparse.Namespace) -> int:
         print(f"stream-service: {exc}", file=sys.stderr)
         return EXIT_STARTUP
     configure_logging(level=config.observability.log_level, fmt=config.observability.log_format)
+    service = Service(config)
     try:
-        return asyncio.run(Service(config).run())
+        return asyncio.run(service.run())
+    except asyncio.CancelledError:
+        if service.forced:
+            return EXIT_FORCED  # the second signal: the run was cancelled on purpose
+        raise
     except PluginError as exc:
         print(f"stream-service: {exc}", file=sys.stderr)
         return EXIT_STARTUP
@@ -33,23 +39,23 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from stream_service import config, schema
+    from stream_service import config_cli, schema
     from stream_service.localkafka.__main__ import register as register_kafka
-    from stream_service.tools import demo, produce, reconcile, report
+    from stream_service.tools import demo_cli, produce, reconcile, report
 
     parser = argparse.ArgumentParser(prog="stream-service", description=__doc__)
     parser.add_argument("--version", action="version", version=f"stream-service {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="consume requests and publish results until SIGTERM")
-    config.add_config_arguments(run)
+    config_cli.add_config_arguments(run)
     run.set_defaults(handler=_run)
     for register in (
-        config.register,
+        config_cli.register,
         schema.register,
         produce.register,
         report.register,
         reconcile.register,
-        demo.register,
+        demo_cli.register,
         register_kafka,
     ):
         register(sub)
@@ -58,7 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.handler(args)
+    try:
+        code: int = args.handler(args)
+    except BrokenPipeError:
+        # `stream-service config | head`: the reader left; that is not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return code
 
 

@@ -57,7 +57,8 @@ class Service:
 
     Guarantees: on SIGTERM or SIGINT it stops consuming, drains in-flight work within
     ``delivery.shutdown_timeout_s``, flushes the producer, commits, and :meth:`run` returns 0. A
-    second signal forces an exit (130) without draining; uncommitted work is then redelivered.
+    second signal cancels :meth:`run` without draining (the CLI exits 130; ``forced`` is true);
+    uncommitted work is then redelivered.
     Startup failures (broker unreachable, topic missing, processor not loadable) return 2 with
     one clear log line instead of a traceback loop.
     """
@@ -74,6 +75,11 @@ class Service:
         self.engine: Engine | None = None
 
     # ----------------------------------------------------------------- signals
+
+    @property
+    def forced(self) -> bool:
+        """True once a second stop request cancelled the run."""
+        return self._signals > 1
 
     def request_stop(self, reason: str = "requested") -> None:
         """Begin a graceful shutdown (what the first SIGTERM does)."""
@@ -106,10 +112,6 @@ class Service:
         except StartupError as exc:
             self.log.error("service.startup_failed", error=str(exc))  # noqa: TRY400 - no traceback wanted
             return EXIT_STARTUP
-        except asyncio.CancelledError:
-            if self._signals > 1:
-                return EXIT_FORCED
-            raise
         finally:
             for sig, before in installed.items():
                 loop.remove_signal_handler(sig)

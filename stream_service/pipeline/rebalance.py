@@ -33,7 +33,6 @@ class DrainingRebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc
         if not revoked:
             return
         audit.partitions_revoked(self._log, [(tp.topic, tp.partition) for tp in revoked])
-        engine.metrics.rebalances_total.inc()
         states = engine.stop_admitting(revoked)
         drained = await engine.wait_idle(states, self._drain_timeout_s)
         if not drained:
@@ -48,4 +47,5 @@ class DrainingRebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         audit.partitions_assigned(self._log, [(tp.topic, tp.partition) for tp in assigned])
+        self._engine.metrics.rebalances_total.inc()  # every assignment this member receives
         self._engine.assign(assigned)
