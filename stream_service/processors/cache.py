@@ -8,12 +8,15 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final, Protocol, runtime_checkable
 
+import msgspec
+
 from stream_service.messages import Request
 from stream_service.processors.base import Output
 
 _KEY_DIGEST_BYTES: Final = 32
 _KEY_PERSON: Final = b"stream-svc-rc-v1"  # BLAKE2 personalisation: bump to invalidate every old key
 _LENGTH_PREFIX_BYTES: Final = 8
+_pack = msgspec.msgpack.Encoder().encode
 
 
 def cache_key(request: Request) -> bytes:
@@ -23,6 +26,14 @@ def cache_key(request: Request) -> bytes:
     is strong so that a key collision, which would serve one tenant's answer to another, is
     not a practical concern (unlike MD5, whose collisions can be constructed).
     """
+    try:
+        # Fast path (one C call each): MessagePack strings are length-prefixed, so the encoding of
+        # the tuple is injective too.
+        packed = _pack((request.prompt, request.tenant, request.profile_name))
+    except (msgspec.EncodeError, UnicodeEncodeError):  # lone surrogates are not valid UTF-8: take the slow, lenient way
+        pass
+    else:
+        return hashlib.blake2b(packed, digest_size=_KEY_DIGEST_BYTES, person=_KEY_PERSON).digest()
     digest = hashlib.blake2b(digest_size=_KEY_DIGEST_BYTES, person=_KEY_PERSON)
     for field in (request.prompt, request.tenant, request.profile_name):
         encoded = field.encode("utf-8", "surrogatepass")
