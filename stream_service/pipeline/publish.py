@@ -18,6 +18,7 @@ from aiokafka.errors import (
     RecordTooLargeError,
     UnknownProducerId,
 )
+from aiokafka.partitioner import DefaultPartitioner
 
 from stream_service.errors import OutputTooLarge
 from stream_service.messages import CONTENT_TYPES, Encoding, ErrorRecord, Result
@@ -33,6 +34,7 @@ RENEW_AFTER_FAILED_ROUNDS = 4  # consecutive failed rounds of one batch before t
 # The producer's sender dies on these; only a new producer (new producer id) gets going again.
 FATAL_PRODUCER_ERRORS = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced)
 TOO_LARGE_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
+BATCHED_RECORD_MAX_BYTES = 64 * 1024  # larger outputs are sent one by one (an oversized one fails alone)
 
 
 class OutRecord:
@@ -166,6 +168,8 @@ class Publisher:
         self._log = structlog.get_logger("stream_service.publish")
         self.failures = 0
         self.renewals = 0
+        self._partitions: dict[str, list[int]] = {}  # topic -> partition ids, for batched sends
+        self._partitioner = DefaultPartitioner()
 
     def _shrink(self, rec: OutRecord) -> None:
         small = self._encoder.too_large(rec, self._max_request_size)
@@ -187,6 +191,78 @@ class Publisher:
             except (KafkaError, OSError, TimeoutError):
                 pass  # it is broken already; its unsent batches are resent by us
 
+    async def _send_one(self, producer: Any, rec: OutRecord) -> asyncio.Future[Any] | BaseException:
+        send = producer.send
+        try:
+            fut: asyncio.Future[Any] = await send(rec.topic, rec.value, key=rec.key, headers=rec.headers)
+        except MessageSizeTooLargeError:
+            self._shrink(rec)  # over the producer's own max_request_size
+            try:
+                fut = await send(rec.topic, rec.value, key=rec.key, headers=rec.headers)
+            except KafkaError as exc:
+                error: BaseException = exc
+                return error
+        except KafkaError as exc:  # e.g. metadata for the topic not available in time
+            error = exc
+            return error
+        return fut
+
+    async def _send_batched(
+        self, producer: Any, records: Sequence[OutRecord]
+    ) -> list[asyncio.Future[Any] | BaseException]:
+        """Send records as whole per-partition batches: one future per batch, not per record.
+
+        Partitions are chosen as the producer would (murmur2 of the key), so results keyed by
+        request id land where any Kafka client would put them. Records larger than
+        ``BATCHED_RECORD_MAX_BYTES`` go one by one, so an oversized one fails alone.
+        """
+        out: list[asyncio.Future[Any] | BaseException | None] = [None] * len(records)
+        groups: dict[tuple[str, int], list[int]] = {}
+        partitioner = self._partitioner
+        for i, rec in enumerate(records):
+            parts = self._partitions.get(rec.topic)
+            if parts is None:
+                try:
+                    parts = self._partitions[rec.topic] = sorted(await producer.partitions_for(rec.topic))
+                except KafkaError as exc:
+                    out[i] = exc
+                    continue
+            if len(rec.value) > BATCHED_RECORD_MAX_BYTES:
+                out[i] = await self._send_one(producer, rec)
+                continue
+            groups.setdefault((rec.topic, partitioner(rec.key, parts, parts)), []).append(i)
+        for (topic, partition), indexes in groups.items():
+            batch = producer.create_batch()
+            members: list[int] = []
+            for i in indexes:
+                rec = records[i]
+                if batch.append(key=rec.key, value=rec.value, timestamp=None, headers=rec.headers) is None:
+                    await self._submit(producer, batch, topic, partition, members, out)
+                    batch, members = producer.create_batch(), []
+                    batch.append(key=rec.key, value=rec.value, timestamp=None, headers=rec.headers)
+                members.append(i)
+            await self._submit(producer, batch, topic, partition, members, out)
+        return [f if f is not None else KafkaError("not sent") for f in out]
+
+    @staticmethod
+    async def _submit(
+        producer: Any,
+        batch: Any,
+        topic: str,
+        partition: int,
+        members: list[int],
+        out: list[asyncio.Future[Any] | BaseException | None],
+    ) -> None:
+        if not members:
+            return
+        result: asyncio.Future[Any] | BaseException
+        try:
+            result = await producer.send_batch(batch, topic, partition=partition)
+        except KafkaError as exc:
+            result = exc
+        for i in members:
+            out[i] = result
+
     async def publish(self, records: Sequence[OutRecord]) -> None:
         pending = list(records)
         backoff = PUBLISH_BACKOFF_INITIAL_S
@@ -194,24 +270,20 @@ class Publisher:
         while pending:
             producer = self.producer
             futures: list[asyncio.Future[Any] | BaseException] = []
-            send = producer.send
-            for rec in pending:
-                try:
-                    futures.append(await send(rec.topic, rec.value, key=rec.key, headers=rec.headers))
-                except MessageSizeTooLargeError:
-                    self._shrink(rec)  # over the producer's own max_request_size
-                    futures.append(await send(rec.topic, rec.value, key=rec.key, headers=rec.headers))
-                except KafkaError as exc:  # e.g. metadata for the topic not available in time
-                    futures.append(exc)
-            results = await asyncio.gather(
-                *(f for f in futures if isinstance(f, asyncio.Future)), return_exceptions=True
+            if failed_rounds == 0 and hasattr(producer, "create_batch"):
+                futures = await self._send_batched(producer, pending)
+            else:
+                # Retries go one record at a time, so one bad record cannot fail its neighbours.
+                futures = [await self._send_one(producer, rec) for rec in pending]
+            unique = list({id(f): f for f in futures if isinstance(f, asyncio.Future)}.values())
+            done = dict(
+                zip(map(id, unique), await asyncio.gather(*unique, return_exceptions=True), strict=True)
             )
-            it = iter(results)
             failed: list[OutRecord] = []
             first_error: BaseException | None = None
             fatal = False
             for rec, f in zip(pending, futures, strict=True):
-                outcome = f if isinstance(f, BaseException) else next(it)
+                outcome = f if isinstance(f, BaseException) else done[id(f)]
                 if isinstance(outcome, BaseException):
                     if isinstance(outcome, asyncio.CancelledError):
                         raise outcome

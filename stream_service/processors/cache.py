@@ -30,7 +30,7 @@ def cache_key(request: Request) -> bytes:
         # Fast path (one C call each): MessagePack strings are length-prefixed, so the encoding of
         # the tuple is injective too.
         packed = _pack((request.prompt, request.tenant, request.profile_name))
-    except (msgspec.EncodeError, UnicodeEncodeError):  # lone surrogates are not valid UTF-8: take the slow, lenient way
+    except (msgspec.EncodeError, UnicodeEncodeError):  # lone surrogates: take the lenient way
         pass
     else:
         return hashlib.blake2b(packed, digest_size=_KEY_DIGEST_BYTES, person=_KEY_PERSON).digest()
