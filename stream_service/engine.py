@@ -107,6 +107,8 @@ class Engine:
             self.encoder,
             max_request_size=config.kafka.producer_max_request_size,
             renew=renew_producer,
+            # the producer fails a batch after request_timeout_ms; allow it that twice, plus linger
+            ack_timeout_s=2 * config.kafka.request_timeout_ms / 1000 + 1.0,
         )
         self.dispatcher = Dispatcher(
             self.scheduler,

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 from typing import IO, Any, Literal, TextIO, cast
 
 import msgspec
@@ -26,7 +28,7 @@ from structlog.typing import EventDict, FilteringBoundLogger, Processor, Wrapped
 
 from stream_service.config import Secret
 
-__all__ = ["LEVELS", "configure_logging", "get_logger"]
+__all__ = ["LEVELS", "RepeatFilter", "configure_logging", "get_logger"]
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -39,6 +41,8 @@ LEVELS: dict[str, int] = {
 }
 
 _REDACTED = "**********"
+REPEAT_WINDOW_S = 5.0  # identical library log lines pass once per window
+REPEAT_KEYS_MAX = 10_000  # distinct library messages remembered by the repeat filter
 _HANDLER_MARK = "_stream_service_handler"
 
 
@@ -104,7 +108,11 @@ def configure_logging(
     )
 
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        foreign_pre_chain=[
+            *shared,
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.ExtraAdder(allow={"repeated"}),
+        ],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             *exceptions,
@@ -113,12 +121,46 @@ def configure_logging(
     )
     handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
+    handler.addFilter(RepeatFilter())
     setattr(handler, _HANDLER_MARK, True)
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(min_level)
+
+
+class RepeatFilter(logging.Filter):
+    """Lets one copy of a repeated library log line through per ``window_s``.
+
+    While a broker is down, aiokafka logs the same connection error thousands of times a
+    second; that flood costs CPU and buries everything else. The first occurrence passes at
+    once; copies within the window are counted, and the next one after it carries
+    ``repeated`` (how many were held back). Only stdlib records (libraries) pass through here;
+    our own structlog lines do not.
+    """
+
+    def __init__(
+        self, window_s: float = REPEAT_WINDOW_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self._window_s = window_s
+        self._clock = clock
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg))
+        now = self._clock()
+        first, held = self._seen.get(key, (None, 0))
+        if first is not None and now - first < self._window_s:
+            self._seen[key] = (first, held + 1)
+            return False
+        if len(self._seen) > REPEAT_KEYS_MAX:
+            self._seen.clear()  # bounded memory: forget old keys rather than grow without limit
+        self._seen[key] = (now, 0)
+        if held:
+            record.repeated = held
+        return True
 
 
 def _isatty(stream: IO[str]) -> bool:

@@ -12,6 +12,7 @@ import structlog
 from aiokafka.errors import (
     InvalidProducerEpoch,
     KafkaError,
+    KafkaTimeoutError,
     MessageSizeTooLargeError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
@@ -34,6 +35,7 @@ RENEW_AFTER_FAILED_ROUNDS = 4  # consecutive failed rounds of one batch before t
 # The producer's sender dies on these; only a new producer (new producer id) gets going again.
 FATAL_PRODUCER_ERRORS = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced)
 TOO_LARGE_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
+DEFAULT_ACK_TIMEOUT_S = 90.0  # beyond the producer's own request timeout: it should have answered
 BATCHED_RECORD_MAX_BYTES = 64 * 1024  # larger outputs are sent one by one (an oversized one fails alone)
 
 
@@ -158,11 +160,13 @@ class Publisher:
         *,
         max_request_size: int,
         renew: Callable[[], Awaitable[Any]] | None = None,
+        ack_timeout_s: float = DEFAULT_ACK_TIMEOUT_S,
     ) -> None:
         self.producer = producer
         self._encoder = encoder
         self._max_request_size = max_request_size
         self._renew = renew
+        self._ack_timeout_s = ack_timeout_s
         self._renewing = asyncio.Lock()
         self._rng = random.Random()
         self._log = structlog.get_logger("stream_service.publish")
@@ -263,6 +267,21 @@ class Publisher:
         for i in members:
             out[i] = result
 
+    async def _acknowledgements(self, futures: list[asyncio.Future[Any]]) -> dict[int, object]:
+        """Each future's result or exception, by id; one still pending after the ack timeout counts
+        as failed (a producer stopped mid-flight may never settle its futures)."""
+        if futures:
+            await asyncio.wait(futures, timeout=self._ack_timeout_s)
+        acks: dict[int, object] = {}
+        for fut in futures:
+            if not fut.done():
+                acks[id(fut)] = KafkaTimeoutError(f"no acknowledgement within {self._ack_timeout_s:g} s")
+            elif fut.cancelled():
+                acks[id(fut)] = KafkaError("the send was cancelled")
+            else:
+                acks[id(fut)] = fut.exception() or fut.result()
+        return acks
+
     async def publish(self, records: Sequence[OutRecord]) -> None:
         pending = list(records)
         backoff = PUBLISH_BACKOFF_INITIAL_S
@@ -276,9 +295,7 @@ class Publisher:
                 # Retries go one record at a time, so one bad record cannot fail its neighbours.
                 futures = [await self._send_one(producer, rec) for rec in pending]
             unique = list({id(f): f for f in futures if isinstance(f, asyncio.Future)}.values())
-            done = dict(
-                zip(map(id, unique), await asyncio.gather(*unique, return_exceptions=True), strict=True)
-            )
+            done = await self._acknowledgements(unique)
             failed: list[OutRecord] = []
             first_error: BaseException | None = None
             fatal = False

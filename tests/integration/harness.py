@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 REPO = Path(__file__).resolve().parents[2]
+READ_LIMIT_BYTES = 16 * 1024 * 1024  # longest log line the harness reads (asyncio's default is 64 KiB)
 
 
 def unique(prefix: str) -> str:
@@ -285,6 +286,8 @@ class ServiceProcess:
         self._events: dict[str, asyncio.Event] = {}
         self._reader: asyncio.Task[None] | None = None
         self.stderr = b""
+        self._stderr: list[bytes] = []
+        self._err_reader: asyncio.Task[None] | None = None
 
     async def start(self) -> ServiceProcess:
         self.proc = await asyncio.create_subprocess_exec(
@@ -293,9 +296,17 @@ class ServiceProcess:
             stderr=asyncio.subprocess.PIPE,
             env=self.env,
             cwd=str(REPO),
+            limit=READ_LIMIT_BYTES,
         )
         self._reader = asyncio.create_task(self._read())
+        self._err_reader = asyncio.create_task(self._read_stderr())
         return self
+
+    async def _read_stderr(self) -> None:
+        # Drain stderr as it comes: a full pipe would block the service's writes.
+        assert self.proc is not None and self.proc.stderr is not None
+        while chunk := await self.proc.stderr.read(65536):
+            self._stderr.append(chunk)
 
     async def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -336,8 +347,9 @@ class ServiceProcess:
             code = await self.proc.wait()
             if self._reader is not None:
                 await self._reader
-            assert self.proc.stderr is not None
-            self.stderr = await self.proc.stderr.read()
+            if self._err_reader is not None:
+                await self._err_reader
+            self.stderr = b"".join(self._stderr)
         return code
 
     async def stop(self, timeout_s: float = 60) -> int:

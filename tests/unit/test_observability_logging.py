@@ -126,3 +126,23 @@ def test_unknown_level_is_rejected() -> None:
     """An unknown level name raises ValueError naming the allowed levels."""
     with pytest.raises(ValueError, match="not one of"):
         configure_logging(level="loud")
+
+
+def test_repeated_library_lines_pass_once_per_window() -> None:
+    """A library message repeated within the window is held back, and the next copy says how many were."""
+    from stream_service.observability.logging import RepeatFilter
+
+    now = [0.0]
+    repeat = RepeatFilter(window_s=5.0, clock=lambda: now[0])
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("aiokafka", logging.ERROR, __file__, 1, msg, (), None)
+
+    assert repeat.filter(record("Unable connect to node 1"))
+    held = [repeat.filter(record("Unable connect to node 1")) for _ in range(100)]
+    assert not any(held)
+    assert repeat.filter(record("another message")), "a different message is not held back"
+    now[0] = 5.0
+    after = record("Unable connect to node 1")
+    assert repeat.filter(after)
+    assert after.repeated == 100  # type: ignore[attr-defined]
