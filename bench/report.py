@@ -35,7 +35,7 @@ LATENCY_SLACK_MS = 50.0
 MEMORY_LIMIT_MB = 300.0
 MEMORY_FLAT_TOLERANCE = 0.10  # "flat": the large backlog's peak at most 10% above the small one's
 
-_EXPLAIN = "_Explanation: (to be filled in from profiles.)_"
+_EXPLAIN = "missed; where the time goes, with the profile, is in [ANALYSIS.md](ANALYSIS.md)."
 _VARIANT_NAMES = {
     RAW: "(a) raw aiokafka loop",
     SERVICE: "(b) stream_service",

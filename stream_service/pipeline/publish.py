@@ -36,6 +36,7 @@ RENEW_AFTER_FAILED_ROUNDS = 4  # consecutive failed rounds of one batch before t
 FATAL_PRODUCER_ERRORS = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced)
 TOO_LARGE_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
 DEFAULT_ACK_TIMEOUT_S = 90.0  # beyond the producer's own request timeout: it should have answered
+BATCHED_MIN_RECORDS = 64  # records for one partition worth a batch of their own
 BATCHED_RECORD_MAX_BYTES = 64 * 1024  # larger outputs are sent one by one (an oversized one fails alone)
 
 
@@ -218,7 +219,9 @@ class Publisher:
 
         Partitions are chosen as the producer would (murmur2 of the key), so results keyed by
         request id land where any Kafka client would put them. Records larger than
-        ``BATCHED_RECORD_MAX_BYTES`` go one by one, so an oversized one fails alone.
+        ``BATCHED_RECORD_MAX_BYTES`` go one by one, so an oversized one fails alone, and so do
+        partitions with fewer than ``BATCHED_MIN_RECORDS`` records: aiokafka queues a submitted
+        batch behind the partition's pending one, which only pays off for large groups.
         """
         out: list[asyncio.Future[Any] | BaseException | None] = [None] * len(records)
         groups: dict[tuple[str, int], list[int]] = {}
@@ -236,6 +239,12 @@ class Publisher:
                 continue
             groups.setdefault((rec.topic, partitioner(rec.key, parts, parts)), []).append(i)
         for (topic, partition), indexes in groups.items():
+            if len(indexes) < BATCHED_MIN_RECORDS:
+                # A few records: append them to the producer's open batch for the partition
+                # (send_batch would wait until the partition's pending batch has been sent).
+                for i in indexes:
+                    out[i] = await self._send_one(producer, records[i])
+                continue
             batch = producer.create_batch()
             members: list[int] = []
             for i in indexes:
