@@ -304,6 +304,7 @@ class FakeProducer:
         value: bytes,
         key: bytes | None = None,
         headers: Headers | None = None,
+        partition: int | None = None,
     ) -> asyncio.Future[Any]:
         if self._raise:
             raise self._raise.pop(0)

@@ -160,13 +160,9 @@ class AsyncExecutor(Executor):
         return 1 << 30
 
     async def _one(self, request: Request, ticket: list[int]) -> AttemptResult:
+        """One request; the caller enforces its deadline (one timer per batch, not per request)."""
         try:
-            async with asyncio.timeout(self.timeout_s):
-                return await self.processor.call_async(request)
-        except TimeoutError:
-            return ProcessingTimeout(
-                f"processor took longer than executor.request_timeout_s={self.timeout_s}"
-            )
+            return await self.processor.call_async(request)
         except Exception as exc:  # noqa: BLE001 - every processor failure becomes an outcome
             return exc
         finally:
@@ -188,9 +184,22 @@ class AsyncExecutor(Executor):
                 return [ProcessingTimeout("batch processor timed out")] * len(requests)
             except Exception as exc:  # noqa: BLE001
                 return [exc] * len(requests)
-        if len(requests) == 1:
-            return [await self._one(requests[0], ticket)]
-        return list(await asyncio.gather(*(self._one(r, ticket) for r in requests)))
+        # Every request of the attempt starts now, so one deadline serves them all: requests still
+        # running when it passes are cancelled and answered with a timeout, the others keep theirs.
+        tasks = [asyncio.ensure_future(self._one(r, ticket)) for r in requests]
+        try:
+            _, late = await asyncio.wait(tasks, timeout=self.timeout_s)
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
+        timeout = f"processor took longer than executor.request_timeout_s={self.timeout_s}"
+        return [ProcessingTimeout(timeout) if task.cancelled() else task.result() for task in tasks]
 
     async def aclose(self) -> None:
         await self.processor.aclose()

@@ -196,10 +196,15 @@ class Publisher:
             except (KafkaError, OSError, TimeoutError):
                 pass  # it is broken already; its unsent batches are resent by us
 
-    async def _send_one(self, producer: Any, rec: OutRecord) -> asyncio.Future[Any] | BaseException:
+    async def _send_one(
+        self, producer: Any, rec: OutRecord, partition: int | None = None
+    ) -> asyncio.Future[Any] | BaseException:
         send = producer.send
         try:
-            fut: asyncio.Future[Any] = await send(rec.topic, rec.value, key=rec.key, headers=rec.headers)
+            # ``partition`` when already chosen by the same partitioner: saves hashing the key twice
+            fut: asyncio.Future[Any] = await send(
+                rec.topic, rec.value, key=rec.key, headers=rec.headers, partition=partition
+            )
         except MessageSizeTooLargeError:
             self._shrink(rec)  # over the producer's own max_request_size
             try:
@@ -243,7 +248,7 @@ class Publisher:
                 # A few records: append them to the producer's open batch for the partition
                 # (send_batch would wait until the partition's pending batch has been sent).
                 for i in indexes:
-                    out[i] = await self._send_one(producer, records[i])
+                    out[i] = await self._send_one(producer, records[i], partition)
                 continue
             batch = producer.create_batch()
             members: list[int] = []

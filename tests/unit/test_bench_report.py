@@ -171,7 +171,7 @@ def test_render_has_machine_tables_ratios_and_targets() -> None:
     ):
         assert expected in text, expected
     assert "Quick smoke run" not in text
-    assert "_Explanation" not in text  # nothing missed, nothing to explain
+    assert "ANALYSIS.md" not in text  # nothing missed, nothing to explain
 
 
 def test_render_marks_quick_runs_and_asks_to_explain_misses() -> None:
@@ -184,7 +184,7 @@ def test_render_marks_quick_runs_and_asks_to_explain_misses() -> None:
     text = render(suite)
     assert "Quick smoke run" in text
     assert "| W1: stream_service ≥ 0.8 of the raw aiokafka loop | 0.50 | **missed** |" in text
-    assert "- W1: stream_service ≥ 0.8 of the raw aiokafka loop: _Explanation" in text
+    assert "- W1: stream_service ≥ 0.8 of the raw aiokafka loop: missed; where the time goes" in text
     assert "## W2" not in text
 
 
