@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ Headers = list[tuple[str, bytes]]
 PUBLISH_BACKOFF_INITIAL_S = 0.2
 PUBLISH_BACKOFF_MAX_S = 5.0
 PRODUCER_STOP_TIMEOUT_S = 5.0
+RETRY_LOG_INTERVAL_S = 1.0  # at most one publish.retry line per interval
 RENEW_AFTER_FAILED_ROUNDS = 4  # consecutive failed rounds of one batch before the producer is replaced
 
 # The producer's sender dies on these; only a new producer (new producer id) gets going again.
@@ -173,6 +175,8 @@ class Publisher:
         self._log = structlog.get_logger("stream_service.publish")
         self.failures = 0
         self.renewals = 0
+        self._last_retry_log = float("-inf")
+        self._held_back = 0  # records retried since the last publish.retry line
         self._partitions: dict[str, list[int]] = {}  # topic -> partition ids, for batched sends
         self._partitioner = DefaultPartitioner()
 
@@ -327,13 +331,20 @@ class Publisher:
                 return
             self.failures += len(failed)
             failed_rounds += 1
-            self._log.warning(
-                "publish.retry",
-                records=len(failed),
-                topic=failed[0].topic,
-                error=f"{type(first_error).__name__}: {first_error}",
-                backoff_s=round(backoff, 3),
-            )
+            self._held_back += len(failed)
+            now = time.monotonic()
+            if now - self._last_retry_log >= RETRY_LOG_INTERVAL_S:
+                # Every batch in flight fails at once in an outage: one line per interval, with
+                # the count of records retried since the last line, instead of one per batch.
+                self._last_retry_log = now
+                self._log.warning(
+                    "publish.retry",
+                    records=self._held_back,
+                    topic=failed[0].topic,
+                    error=f"{type(first_error).__name__}: {first_error}",
+                    backoff_s=round(backoff, 3),
+                )
+                self._held_back = 0
             if fatal or failed_rounds >= RENEW_AFTER_FAILED_ROUNDS:
                 await self._renew_producer(producer, first_error)
                 failed_rounds = 0
