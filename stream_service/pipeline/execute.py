@@ -186,18 +186,13 @@ class AsyncExecutor(Executor):
                 return [exc] * len(requests)
         # Every request of the attempt starts now, so one deadline serves them all: requests still
         # running when it passes are cancelled and answered with a timeout, the others keep theirs.
-        tasks = [asyncio.ensure_future(self._one(r, ticket)) for r in requests]
-        try:
+        # The attempt's own TaskGroup owns the per-request tasks (nested in the service's group):
+        # a cancellation of the batch cancels them all; a late one is cancelled on its own.
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self._one(r, ticket)) for r in requests]
             _, late = await asyncio.wait(tasks, timeout=self.timeout_s)
-        except asyncio.CancelledError:
-            for task in tasks:
+            for task in late:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
-        for task in late:
-            task.cancel()
-        if late:
-            await asyncio.wait(late)
         timeout = f"processor took longer than executor.request_timeout_s={self.timeout_s}"
         return [ProcessingTimeout(timeout) if task.cancelled() else task.result() for task in tasks]
 
