@@ -51,9 +51,8 @@ class Dispatcher:
         """Queue a request that may run (its key gate let it through)."""
         scheduler = self.scheduler
         item.scheduled = True
-        item.enqueued_at = self._clock()
         if scheduler.size == 0:
-            self._first_ready_at = item.enqueued_at
+            self._first_ready_at = self._clock()
         scheduler.push(item)
         if not self._work_ready.is_set():
             self._work_ready.set()

@@ -174,7 +174,6 @@ class Publisher:
         self._rng = random.Random()
         self._log = structlog.get_logger("stream_service.publish")
         self.failures = 0
-        self.renewals = 0
         self._last_retry_log = float("-inf")
         self._held_back = 0  # records retried since the last publish.retry line
         self._partitions: dict[str, list[int]] = {}  # topic -> partition ids, for batched sends
@@ -193,7 +192,6 @@ class Publisher:
                 return  # another batch already replaced it
             self._log.warning("producer.renew", error=f"{type(error).__name__}: {error}")
             self.producer = await self._renew()
-            self.renewals += 1
             try:
                 async with asyncio.timeout(PRODUCER_STOP_TIMEOUT_S):
                     await broken.stop()

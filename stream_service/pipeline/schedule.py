@@ -88,9 +88,9 @@ class TenantQueue:
     def remove_if(self, predicate: Callable[[WorkItem], bool]) -> list[WorkItem]:
         removed: list[WorkItem] = []
         for priority in list(self.priorities):
-            queue = self.by_priority[priority]
-            keep = deque(item for item in queue if not predicate(item))
-            removed.extend(item for item in queue if predicate(item))
+            keep: deque[WorkItem] = deque()
+            for item in self.by_priority[priority]:
+                (removed if predicate(item) else keep).append(item)
             if keep:
                 self.by_priority[priority] = keep
             else:

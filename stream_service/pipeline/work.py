@@ -63,7 +63,6 @@ class WorkItem:
         "failure",
         "tenant",
         "priority",
-        "enqueued_at",
         "cache_key",
         "gated",
         "scheduled",
@@ -88,7 +87,6 @@ class WorkItem:
         self.failure = failure
         self.tenant = request.tenant if request is not None else "default"
         self.priority = request.priority if request is not None else 0
-        self.enqueued_at = 0.0
         self.cache_key: bytes | None = None
         self.gated = False  # holds its key gate; must release it when done
         self.scheduled = False  # went through the scheduler; holds a tenant in-flight slot
