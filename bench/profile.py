@@ -74,12 +74,12 @@ async def _run(args: argparse.Namespace, profiler: cProfile.Profile) -> tuple[fl
     configure_logging(level="warning", fmt="json")
     service = Service(load_config(environ={}, flags=flags))
     task = asyncio.create_task(service.run())
-    while service.engine is None or not service.engine.states:  # noqa: ASYNC110 - no event to await
+    while service.parts is None or not service.parts.engine.ledger.states:  # noqa: ASYNC110 - no event to await
         await asyncio.sleep(POLL_S)  # the profile starts once partitions are assigned
     started, cpu = time.perf_counter(), time.process_time()
     profiler.enable()
-    engine = service.engine
-    while sum(s.tracker.committable() or 0 for s in engine.states.values()) < args.count or engine.tracked:  # noqa: ASYNC110
+    ledger = service.parts.engine.ledger
+    while sum(s.tracker.committable() or 0 for s in ledger.states.values()) < args.count or ledger.tracked:  # noqa: ASYNC110
         await asyncio.sleep(POLL_S)
     profiler.disable()
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu

@@ -10,32 +10,33 @@ from collections.abc import Sequence
 
 from stream_service import __version__
 from stream_service.errors import ConfigError, PluginError
+from stream_service.exit_codes import ExitCode
 
 
 def _run(args: argparse.Namespace) -> int:
     from stream_service.config_cli import config_from_args
     from stream_service.observability.logging import configure_logging
-    from stream_service.service import EXIT_FORCED, EXIT_STARTUP, Service
+    from stream_service.service import Service
 
     try:
         config = config_from_args(args)
     except ConfigError as exc:
         print(f"stream-service: {exc}", file=sys.stderr)
-        return EXIT_STARTUP
+        return ExitCode.USAGE
     configure_logging(level=config.observability.log_level, fmt=config.observability.log_format)
     service = Service(config)
     try:
         return asyncio.run(service.run())
     except asyncio.CancelledError:
         if service.forced:
-            return EXIT_FORCED  # the second signal: the run was cancelled on purpose
+            return ExitCode.INTERRUPTED  # the second signal: the run was cancelled on purpose
         raise
     except PluginError as exc:
         print(f"stream-service: {exc}", file=sys.stderr)
-        return EXIT_STARTUP
+        return ExitCode.USAGE
     except ConfigError as exc:
         print(f"stream-service: {exc}", file=sys.stderr)
-        return EXIT_STARTUP
+        return ExitCode.USAGE
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@
     ├── ConfigError                       a setting is invalid: names the setting, its source, what is allowed
     ├── StartupError                      the service cannot start: broker unreachable, topic missing
     ├── PluginError                       a processor cannot be loaded: import error, wrong signature
+    ├── ToolError                         an operator tool cannot do what was asked: topic missing, bad bound
     ├── PublishError            retriable an output record could not be written to Kafka
     └── RequestError                      one request failed; becomes an ErrorRecord
         ├── InvalidRequest                 validation   bad bytes, bad schema, oversized
@@ -55,6 +56,10 @@ class StartupError(StreamServiceError):
 
 class PluginError(StreamServiceError):
     """A processor could not be loaded or has the wrong signature."""
+
+
+class ToolError(StreamServiceError):
+    """An operator tool cannot do what was asked (topic missing, bad time bound); the message says why."""
 
 
 class PublishError(StreamServiceError):

@@ -69,11 +69,3 @@ class ErrorRecord(msgspec.Struct, frozen=True, kw_only=True):
     metadata: dict[str, Any] = {}
     payload: str | None = None
     payload_encoding: Literal["utf-8", "base64"] | None = None
-
-
-Encoding = Literal["json", "msgpack"]
-
-CONTENT_TYPES: dict[Encoding, str] = {
-    "json": "application/json",
-    "msgpack": "application/msgpack",
-}

@@ -19,13 +19,15 @@ from typing import Annotated, Any, Literal, NamedTuple
 import msgspec
 import msgspec.inspect as mi
 
-from stream_service.messages import Encoding
+from stream_service.wire import Encoding
 
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+
+Ordering = Literal["key", "partition", "unordered"]
 
 REDACTED = "***"
 SECRET_SUFFIXES = ("password", "secret", "api_key", "token")
@@ -145,7 +147,7 @@ class ExecutorSettings(_Section, frozen=True, kw_only=True, forbid_unknown_field
     max_in_flight: PositiveInt = 10_000
     max_in_flight_bytes: PositiveInt = 64 * 1024 * 1024
     request_timeout_s: PositiveFloat = 30.0
-    ordering: Literal["key", "partition", "unordered"] = "key"
+    ordering: Ordering = "key"
 
 
 class RetrySettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):

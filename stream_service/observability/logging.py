@@ -26,7 +26,7 @@ import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
-from stream_service.config import Secret
+from stream_service.settings import Secret
 
 __all__ = ["LEVELS", "RepeatFilter", "configure_logging", "get_logger"]
 

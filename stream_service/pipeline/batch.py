@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stream_service.config import BatchSettings
+from stream_service.settings import BatchSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +20,7 @@ class BatchPolicy:
     linger_s: float
     adaptive: bool
     target_s: float
-    increase_fraction: float = 0.25  # additive step, as a fraction of min_size..max_size span / 4
+    increase_fraction: float = 1 / 16  # additive step: this share of the max_size - min_size span
     decrease_factor: float = 0.5
 
     @classmethod
@@ -51,7 +51,7 @@ class BatchSizer:
         self.policy = policy
         self.size = policy.initial_size if policy.adaptive else policy.max_size
         span = policy.max_size - policy.min_size
-        self._step = max(1, int(span * policy.increase_fraction / 4))
+        self._step = max(1, int(span * policy.increase_fraction))
 
     def record(self, batch_len: int, elapsed_s: float) -> int:
         """Feed back one executed batch; return the new size target."""

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from stream_service.observability import audit
-from stream_service.pipeline.work import PartitionState
+from stream_service.pipeline.ledger import Ledger
 
 POLL_TIMEOUT_MS = 100  # how long getmany waits for data when partitions are flowing
 IDLE_POLL_S = 0.5  # how long to wait for capacity before polling again with everything paused
@@ -38,37 +38,29 @@ class BackPressurePolicy:
         return max(self.batch_max_size, self.max_in_flight // max(1, assigned))
 
 
-class Intake(Protocol):
-    """What the poll loop feeds: the engine's view of in-flight work."""
-
-    states: dict[TopicPartition, PartitionState]
-    tracked: int
-    tracked_bytes: int
-    capacity_changed: asyncio.Event
-
-    def intake(self, batch: dict[TopicPartition, list[Any]]) -> None: ...
-
-
 class PollLoop:
-    """Calls ``getmany`` until stopped, feeding records to the engine.
+    """Calls ``getmany`` until stopped, handing each fetch to the ``on_records`` of :meth:`run`.
 
     Guarantees: the loop keeps polling while work runs (so the member never exceeds
     ``max.poll.interval.ms``), even with every partition paused; it never takes more records
-    than the free in-flight capacity, so in-flight work stays within ``max_in_flight``.
+    than the ledger's free in-flight capacity, so in-flight work stays within ``max_in_flight``.
+    It alone pauses and resumes partitions; :meth:`assigned` forgets the pauses of an earlier
+    assignment (back-pressure state must not survive a rebalance).
     """
 
     def __init__(
         self,
         consumer: Any,
-        engine: Intake,
+        ledger: Ledger,
         policy: BackPressurePolicy,
         *,
         on_pause_change: Callable[[int], None] | None = None,
         on_pause: Callable[[str], None] | None = None,
     ) -> None:
         self._consumer = consumer
-        self._engine = engine
+        self._ledger = ledger
         self._policy = policy
+        self._paused: set[TopicPartition] = set()
         self._stop = asyncio.Event()
         self._log = structlog.get_logger("stream_service.consume")
         self._on_pause_change = on_pause_change
@@ -77,28 +69,39 @@ class PollLoop:
     def stop(self) -> None:
         self._stop.set()
 
+    def assigned(self, partitions: Iterable[TopicPartition]) -> None:
+        """A new assignment: nothing is paused any more."""
+        self._paused.clear()
+        self._consumer.resume(*partitions)
+
+    @property
+    def paused(self) -> frozenset[TopicPartition]:
+        return frozenset(self._paused)
+
     def _apply_back_pressure(self) -> int:
         """Pause or resume partitions; return the number of records that may be taken now."""
-        engine, policy = self._engine, self._policy
-        free = policy.max_in_flight - engine.tracked
-        free_bytes = policy.max_in_flight_bytes - engine.tracked_bytes
-        states = engine.states
+        ledger, policy, paused = self._ledger, self._policy, self._paused
+        free = policy.max_in_flight - ledger.tracked
+        free_bytes = policy.max_in_flight_bytes - ledger.nbytes
+        states = ledger.states
         backlog = policy.partition_backlog(len(states))
         global_full = free <= 0 or free_bytes <= 0
-        global_ok = engine.tracked <= policy.max_in_flight * RESUME_FRACTION and free_bytes > 0
+        global_ok = ledger.tracked <= policy.max_in_flight * RESUME_FRACTION and free_bytes > 0
         to_pause: list[TopicPartition] = []
         to_resume: list[TopicPartition] = []
         reason = "in_flight_full" if free <= 0 else "in_flight_bytes_full" if free_bytes <= 0 else "backlog"
         for tp, state in states.items():
             if state.revoked:
                 continue
-            if not state.paused:
+            if tp not in paused:
                 if global_full or state.queued >= backlog:
-                    state.paused = True
+                    paused.add(tp)
                     to_pause.append(tp)
             elif global_ok and state.queued <= backlog // 2:
-                state.paused = False
+                paused.discard(tp)
                 to_resume.append(tp)
+        if not paused.issubset(states.keys()):
+            paused.intersection_update(states.keys())  # partitions revoked since they were paused
         if to_pause:
             self._consumer.pause(*to_pause)
             audit.paused(self._log, [(tp.topic, tp.partition) for tp in to_pause], reason)
@@ -108,19 +111,19 @@ class PollLoop:
             self._consumer.resume(*to_resume)
             audit.resumed(self._log, [(tp.topic, tp.partition) for tp in to_resume], "capacity")
         if (to_pause or to_resume) and self._on_pause_change is not None:
-            self._on_pause_change(sum(1 for s in states.values() if s.paused))
+            self._on_pause_change(len(paused))
         return max(0, free)
 
-    async def run(self) -> None:
-        engine = self._engine
+    async def run(self, on_records: Callable[[Mapping[TopicPartition, Sequence[Any]]], None]) -> None:
+        ledger = self._ledger
         while not self._stop.is_set():
             free = self._apply_back_pressure()
-            flowing = any(not s.paused for s in engine.states.values())
+            flowing = any(tp not in self._paused for tp in ledger.states)
             if free <= 0 or not flowing:
-                engine.capacity_changed.clear()
+                ledger.capacity_changed.clear()
                 try:
                     async with asyncio.timeout(IDLE_POLL_S):
-                        await engine.capacity_changed.wait()
+                        await ledger.capacity_changed.wait()
                 except TimeoutError:
                     pass
                 # Re-check: an assignment may have arrived while waiting, and must be paused too.
@@ -138,4 +141,4 @@ class PollLoop:
                 await asyncio.sleep(IDLE_POLL_S)
                 continue
             if batch:
-                engine.intake(batch)
+                on_records(batch)

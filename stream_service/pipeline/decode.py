@@ -13,7 +13,8 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from stream_service.messages import Encoding, ErrorRecord, Request, RequestId
+from stream_service.messages import ErrorRecord, Request, RequestId
+from stream_service.wire import CONTENT_TYPE_ENCODINGS, Encoding
 
 # Reusable encoders (building one per message is measurably slower).
 JSON_ENCODER: Final = msgspec.json.Encoder()
@@ -23,11 +24,6 @@ ENCODERS: Final[dict[Encoding, msgspec.json.Encoder | msgspec.msgpack.Encoder]] 
     "msgpack": MSGPACK_ENCODER,
 }
 
-CONTENT_TYPE_ENCODINGS: Final[dict[str, Encoding]] = {
-    "application/json": "json",
-    "application/msgpack": "msgpack",
-    "application/x-msgpack": "msgpack",
-}
 # An error record carries the rejected payload so its sender can see it; past this size it does
 # not, so that the error record itself stays well under the producer's max request size.
 DEFAULT_MAX_PAYLOAD_BYTES: Final = 64 * 1024

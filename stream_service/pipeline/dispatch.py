@@ -8,6 +8,7 @@ from collections.abc import Callable
 from stream_service.observability.metrics import Metrics
 from stream_service.pipeline.batch import BatchPolicy, BatchSizer
 from stream_service.pipeline.execute import Executor
+from stream_service.pipeline.ledger import Ledger
 from stream_service.pipeline.schedule import FairScheduler
 from stream_service.pipeline.work import WorkItem
 
@@ -29,21 +30,20 @@ class Dispatcher:
         scheduler: FairScheduler,
         sizer: BatchSizer,
         executor: Executor,
+        ledger: Ledger,
         policy: BatchPolicy,
         metrics: Metrics,
-        launch: Callable[[list[WorkItem]], None],
         clock: Callable[[], float],
     ) -> None:
         self.scheduler = scheduler
         self.sizer = sizer
         self.executor = executor
+        self._ledger = ledger
         self.policy = policy
         self.metrics = metrics
-        self._launch = launch
         self._clock = clock
         self._work_ready = asyncio.Event()
         self._batch_full = asyncio.Event()
-        self.completed = asyncio.Event()  # set by the engine whenever work finishes
         self._first_ready_at: float | None = None
         self.draining = False
 
@@ -64,7 +64,8 @@ class Dispatcher:
         self.draining = True
         self._work_ready.set()
 
-    async def run(self) -> None:
+    async def run(self, launch: Callable[[list[WorkItem]], None]) -> None:
+        """Close and launch batches until cancelled; ``launch`` runs one (it must not block)."""
         policy = self.policy
         scheduler = self.scheduler
         executor = self.executor
@@ -97,17 +98,16 @@ class Dispatcher:
             items, wait_s = scheduler.take(min(target, free), policy.max_bytes)
             if not items:
                 # Limits hold the waiting work back: wait for tokens, or for a slot to free up.
-                self.completed.clear()
-                await wait_event(self.completed, wait_s if wait_s > 0 else LIMITED_RECHECK_S)
+                finished = self._ledger.work_finished
+                finished.clear()
+                await wait_event(finished, wait_s if wait_s > 0 else LIMITED_RECHECK_S)
                 self.metrics.limiter_wait_seconds_total.inc(clock() - started_wait)
                 continue
             self._first_ready_at = clock() if scheduler.size else None
             self._batch_full.clear()
-            for item in items:
-                item.state.queued -= 1
-                item.state.in_flight += 1
+            self._ledger.started(items)
             executor.acquire(len(items))
-            self._launch(items)
+            launch(items)
 
     async def _wait_capacity(self, want: int, timeout_s: float) -> None:
         deadline = self._clock() + timeout_s

@@ -23,8 +23,18 @@ from aiokafka.errors import (
 from aiokafka.partitioner import DefaultPartitioner
 
 from stream_service.errors import OutputTooLarge
-from stream_service.messages import CONTENT_TYPES, Encoding, ErrorRecord, Result
+from stream_service.messages import ErrorRecord, Result
 from stream_service.pipeline.work import WorkItem
+from stream_service.wire import (
+    CONTENT_TYPE,
+    CONTENT_TYPES,
+    REQUEST_ID,
+    SOURCE_OFFSET,
+    SOURCE_PARTITION,
+    SOURCE_TOPIC,
+    TENANT,
+    Encoding,
+)
 
 Headers = list[tuple[str, bytes]]
 
@@ -81,24 +91,26 @@ class OutputEncoder:
         )
         self._content_type = CONTENT_TYPES[encoding].encode()
         self._tenants: dict[str, tuple[str, bytes]] = {}  # tenant -> its header, built once
+        self._prefixes: dict[tuple[str, int], Headers] = {}  # input partition -> its lineage headers
 
     def headers(self, item: WorkItem, request_id: str | None, tenant: str | None) -> Headers:
-        # Hot path (once per output): the per-partition headers are built once per assignment.
+        # Hot path (once per output): the per-partition headers are built once per partition.
         state = item.state
-        prefix = state.lineage
+        where = (state.topic, state.partition)
+        prefix = self._prefixes.get(where)
         if prefix is None:
-            prefix = state.lineage = [
-                ("source-topic", state.topic.encode()),
-                ("source-partition", b"%d" % state.partition),
-                ("content-type", self._content_type),
+            prefix = self._prefixes[where] = [
+                (SOURCE_TOPIC, state.topic.encode()),
+                (SOURCE_PARTITION, b"%d" % state.partition),
+                (CONTENT_TYPE, self._content_type),
             ]
-        headers = prefix + [("source-offset", b"%d" % item.offset)]
+        headers = prefix + [(SOURCE_OFFSET, b"%d" % item.offset)]
         if request_id is not None:
-            headers.append(("request-id", request_id.encode()))
+            headers.append((REQUEST_ID, request_id.encode()))
         if tenant is not None:
             header = self._tenants.get(tenant)
             if header is None:
-                header = self._tenants[tenant] = ("tenant", tenant.encode())
+                header = self._tenants[tenant] = (TENANT, tenant.encode())
             headers.append(header)
         return headers
 
@@ -308,7 +320,8 @@ class Publisher:
             if failed_rounds == 0 and hasattr(producer, "create_batch"):
                 futures = await self._send_batched(producer, pending)
             else:
-                # Retries go one record at a time, so one bad record cannot fail its neighbours.
+                # Retries go through send(), one future per record: the client refuses a record over
+                # its max_request_size alone. (It still batches records per partition on the wire.)
                 futures = [await self._send_one(producer, rec) for rec in pending]
             unique = list({id(f): f for f in futures if isinstance(f, asyncio.Future)}.values())
             done = await self._acknowledgements(unique)

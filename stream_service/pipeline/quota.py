@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from stream_service.config import LimitSettings
 from stream_service.errors import RateLimited
+from stream_service.settings import LimitSettings
 
 
 class TenantQuota:

@@ -1,51 +1,55 @@
-"""Rebalance: on revoke, stop admitting, drain in-flight work for a bounded time, commit, release."""
+"""Rebalance: aiokafka's listener callbacks, handed to the owner of the partitions."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Collection
+from typing import Protocol
 
 import structlog
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
 from stream_service.observability import audit
 
-if TYPE_CHECKING:
-    from stream_service.engine import Engine
+
+class PartitionOwner(Protocol):
+    """Who takes partitions on and hands them over (the engine)."""
+
+    def assign(self, partitions: Collection[TopicPartition]) -> None: ...
+
+    async def revoke(self, partitions: Collection[TopicPartition], timeout_s: float) -> bool: ...
 
 
-class DrainingRebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Hands partitions over cleanly.
+class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Passes assignments and revocations to a :class:`PartitionOwner`, and logs them.
 
-    On revoke: waiting work of the revoked partitions is dropped (the next owner gets it
-    again), their in-flight work has ``drain_timeout_s`` to be published, then what finished is
-    committed and the state forgotten. Work that did not finish in time is simply redelivered.
-    The callback holds no locks and does no processing itself; it only signals and waits with a
-    timeout, so it cannot stall the group for long. On assign: fresh state for every partition.
+    The callbacks hold no locks and do no processing: a revocation waits at most
+    ``drain_timeout_s`` for the owner to hand the partitions over, so it cannot stall the group
+    for long. ``on_rebalance(True)`` is called when a revocation starts and
+    ``on_rebalance(False)`` once the new assignment is in place (readiness uses it).
     """
 
-    def __init__(self, engine: Engine, drain_timeout_s: float) -> None:
-        self._engine = engine
+    def __init__(
+        self,
+        owner: PartitionOwner,
+        drain_timeout_s: float,
+        *,
+        on_rebalance: Callable[[bool], None] | None = None,
+    ) -> None:
+        self._owner = owner
         self._drain_timeout_s = drain_timeout_s
+        self._on_rebalance = on_rebalance
         self._log = structlog.get_logger("stream_service.rebalance")
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        engine = self._engine
+        if self._on_rebalance is not None:
+            self._on_rebalance(True)
         if not revoked:
             return
         audit.partitions_revoked(self._log, [(tp.topic, tp.partition) for tp in revoked])
-        states = engine.stop_admitting(revoked)
-        drained = await engine.wait_idle(states, self._drain_timeout_s)
-        if not drained:
-            self._log.warning(
-                "rebalance.drain_timeout",
-                timeout_s=self._drain_timeout_s,
-                in_flight=sum(s.in_flight for s in states),
-                hint="unfinished work is redelivered; raise delivery.drain_timeout_s for fewer duplicates",
-            )
-        await engine.committer.commit(revoked)
-        engine.forget(revoked)
+        await self._owner.revoke(revoked, self._drain_timeout_s)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         audit.partitions_assigned(self._log, [(tp.topic, tp.partition) for tp in assigned])
-        self._engine.metrics.rebalances_total.inc()  # every assignment this member receives
-        self._engine.assign(assigned)
+        self._owner.assign(assigned)
+        if self._on_rebalance is not None:
+            self._on_rebalance(False)

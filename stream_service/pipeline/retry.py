@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from stream_service.config import RetrySettings
+from stream_service.settings import RetrySettings
 
 
 @dataclass(frozen=True, slots=True)

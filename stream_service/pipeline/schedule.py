@@ -6,9 +6,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from stream_service.config import LimiterSettings
 from stream_service.pipeline.limit import Clock, RateLimit, TokenBucket
 from stream_service.pipeline.work import WorkItem
+from stream_service.settings import LimiterSettings
 
 QUANTUM_ITEMS = 8  # items a tenant of weight 1 may take per round; small keeps rounds fair
 
@@ -206,7 +206,3 @@ class FairScheduler:
         """Waiting items of one tenant."""
         queue = self._tenants.get(tenant)
         return queue.size if queue is not None else 0
-
-    def in_flight(self, tenant: str) -> int:
-        queue = self._tenants.get(tenant)
-        return queue.in_flight if queue is not None else 0

@@ -18,31 +18,22 @@ class PartitionState:
 
     Work items hold a reference to the state they were consumed under, so a completion that
     arrives after the partition was revoked updates a discarded object and cannot corrupt the
-    tracking of a later assignment of the same partition.
+    tracking of a later assignment of the same partition. The counters and the tracker are
+    written only by :class:`~stream_service.pipeline.ledger.Ledger`; the key gate only by
+    :class:`~stream_service.pipeline.admit.Admission`.
     """
 
-    __slots__ = (
-        "topic",
-        "partition",
-        "tracker",
-        "gate",
-        "queued",
-        "in_flight",
-        "revoked",
-        "paused",
-        "lineage",
-    )
+    __slots__ = ("topic", "partition", "tracker", "gate", "queued", "in_flight", "revoked", "forgotten")
 
-    def __init__(self, topic: str, partition: int, *, ordered: bool, committed: int | None = None) -> None:
+    def __init__(self, topic: str, partition: int, *, ordered: bool) -> None:
         self.topic = topic
         self.partition = partition
-        self.tracker = OffsetTracker(committed)
+        self.tracker = OffsetTracker()
         self.gate: KeyGate[WorkItem] | None = KeyGate() if ordered else None
         self.queued = 0  # consumed, waiting for a gate or the scheduler
-        self.in_flight = 0  # dispatched to the executor, output not yet acknowledged
-        self.revoked = False
-        self.paused = False
-        self.lineage: list[tuple[str, bytes]] | None = None  # output headers shared by this partition
+        self.in_flight = 0  # dispatched or answered, output not yet acknowledged
+        self.revoked = False  # no longer admitting: waiting work was dropped
+        self.forgotten = False  # released by the ledger: nothing of it will be committed
 
     def __repr__(self) -> str:
         return (
@@ -66,6 +57,7 @@ class WorkItem:
         "cache_key",
         "gated",
         "scheduled",
+        "running",
     )
 
     def __init__(
@@ -90,3 +82,4 @@ class WorkItem:
         self.cache_key: bytes | None = None
         self.gated = False  # holds its key gate; must release it when done
         self.scheduled = False  # went through the scheduler; holds a tenant in-flight slot
+        self.running = False  # left the queue: dispatched, or answered without running

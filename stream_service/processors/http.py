@@ -10,12 +10,12 @@ from typing import Any, Final
 
 import msgspec
 
-from stream_service.config import HttpProcessorSettings, Secret
 from stream_service.errors import ProcessingTimeout, ProcessorFailed, RateLimited, UpstreamUnavailable
 from stream_service.messages import Request
 from stream_service.processors.base import Output
 from stream_service.processors.http_client import HttpClient, HttpResponse
 from stream_service.processors.profiles import ProfileRegistry
+from stream_service.settings import HttpProcessorSettings, Secret
 
 _INITIAL_BACKOFF_S: Final = 0.2
 _MAX_BACKOFF_S: Final = 10.0

@@ -14,7 +14,6 @@ from typing import Any
 
 import msgspec
 
-from stream_service.config import HttpProcessorSettings, ProcessorSettings, Secret
 from stream_service.errors import ConfigError, PluginError, ProcessorFailed, RequestError, classify
 from stream_service.messages import HRV_DIMENSIONS, Request
 from stream_service.processors import plugin
@@ -24,6 +23,7 @@ from stream_service.processors.hrv import HRVExtractor
 from stream_service.processors.http import ChatCompletionsProcessor
 from stream_service.processors.profiles import ProfileRegistry
 from stream_service.processors.writer import HumanResonantWriter
+from stream_service.settings import HttpProcessorSettings, ProcessorSettings, Secret
 
 BUILTIN_NAMES = ("resonance", "http", "echo")
 
@@ -295,16 +295,3 @@ def worker_call(requests: list[Request]) -> list[Output | RequestError]:
     else:
         results = processor.call_sync(requests)
     return [result if isinstance(result, Output) else classify(result) for result in results]
-
-
-def worker_close() -> None:
-    """Release the worker's processor and loop (optional: process exit does the same)."""
-    global _worker_processor, _worker_loop
-    processor, loop = _worker_processor, _worker_loop
-    _worker_processor = _worker_loop = None
-    if loop is not None:
-        if processor is not None:
-            loop.run_until_complete(processor.aclose())
-        loop.close()
-    elif processor is not None:
-        asyncio.run(processor.aclose())

@@ -26,11 +26,14 @@ import msgspec
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
+from stream_service.clients import tools_options
 from stream_service.config import Config
+from stream_service.errors import ToolError
+from stream_service.exit_codes import ExitCode
 from stream_service.localkafka import LocalKafka
-from stream_service.service import EXIT_OK, EXIT_STARTUP, Service
+from stream_service.service import Service
 from stream_service.tools.demo_interrupts import Interrupts
-from stream_service.tools.lineage import EXIT_ERROR, ToolError, client_options, read_outputs
+from stream_service.tools.outputs import read_outputs
 from stream_service.tools.produce import DEFAULT_PROFILES, ProduceStats, produce_requests
 from stream_service.tools.progress import Progress, ProgressLine, RateMeter
 from stream_service.tools.reconcile import Verdict, reconcile_topics
@@ -48,8 +51,6 @@ __all__ = [
     "tenant_mix",
 ]
 
-EXIT_MISSING = 1
-EXIT_INTERRUPTED = 130
 DEFAULT_COUNT = 20_000
 DEFAULT_TENANTS = 4
 DUPLICATE_RATIO = 0.05  # re-sent prompts under new ids: answered from the result cache
@@ -109,7 +110,7 @@ class DemoTopics(NamedTuple):
 class DemoOutcome(msgspec.Struct, kw_only=True):
     """What a run did; ``exit_code`` is the command's exit status."""
 
-    exit_code: int = EXIT_ERROR
+    exit_code: int = ExitCode.USAGE
     bootstrap: str | None = None
     topics: DemoTopics | None = None
     produced: ProduceStats | None = None
@@ -209,17 +210,15 @@ async def _serve(
 
     def snapshot() -> Progress:
         consumed = results = errors = 0
-        if service.engine is not None:
-            consumed, results, errors = read_counters(
-                service.engine.metrics.registry, topics.results, topics.errors
-            )
+        if service.metrics is not None:
+            consumed, results, errors = read_counters(service.metrics.registry, topics.results, topics.errors)
         now = clock()
         meter.observe(now, results + errors)
         return Progress(options.count, consumed, results, errors, now - started)
 
     produce = functools.partial(
         produce_requests,
-        client_options(config),
+        tools_options(config),
         topics.input,
         options.count,
         rate=options.rate,
@@ -258,7 +257,7 @@ async def _serve(
         if producer is not None:
             producer.cancel()  # still sending only after a timeout or a signal
         outcome.service_exit = service_exit = service_task.result()
-        outcome.interrupted = not requested and service_exit != EXIT_STARTUP
+        outcome.interrupted = not requested and service_exit != ExitCode.USAGE
         final = snapshot()
         outcome.answered = final.answered
         progress.finish(final, final.answered / final.elapsed_s if final.elapsed_s > 0 else 0.0)
@@ -318,7 +317,7 @@ async def run_demo(
         task.uncancel()  # our own signal handler cancelled us: report it as an exit status
         if not keeping:
             outcome.interrupted = True
-            outcome.exit_code = EXIT_INTERRUPTED
+            outcome.exit_code = ExitCode.INTERRUPTED
     finally:
         progress.end()
         try:
@@ -349,7 +348,7 @@ async def _steps(
     began = clock()
     outcome.topics = topics = DemoTopics.fresh()
     config = service_config(base, bootstrap, topics)
-    await create_topics(client_options(config), topics)
+    await create_topics(tools_options(config), topics)
     say(
         f"topics {topics.input} ({PARTITIONS['input']} partitions), {topics.results}, {topics.errors}; "
         f"processor {config.processor.name}, executor {config.executor.kind}; "
@@ -364,16 +363,16 @@ async def _steps(
         raise
     if outcome.interrupted:
         say("interrupted: the service drained and stopped")
-        outcome.exit_code = EXIT_INTERRUPTED
+        outcome.exit_code = ExitCode.INTERRUPTED
         return
-    if outcome.service_exit == EXIT_STARTUP:
+    if outcome.service_exit == ExitCode.USAGE:
         say("the service could not start (see its log)")
-        outcome.exit_code = EXIT_ERROR
+        outcome.exit_code = ExitCode.USAGE
         return
     if outcome.timed_out:
         say(f"timed out after {options.effective_timeout_s():.0f} s: stopped the service")
     await _report(config, topics, outcome, options.count, out)
-    ok = outcome.exit_code == EXIT_OK
+    ok = outcome.exit_code == ExitCode.OK
     say(
         f"demo {'OK' if ok else 'FAILED'}: {outcome.answered:,}/{options.count:,} requests answered, "
         f"{clock() - began:.1f} s from topic creation to verdict"
@@ -382,7 +381,7 @@ async def _steps(
 
 async def _report(config: Config, topics: DemoTopics, outcome: DemoOutcome, count: int, out: IO[str]) -> None:
     """Print the report and the reconcile verdict; set the exit code from the verdict."""
-    options = client_options(config)
+    options = tools_options(config)
     outputs, verdict = await asyncio.gather(
         read_outputs(options, topics.results, topics.errors),
         reconcile_topics(options, topics.input, [topics.results, topics.errors]),
@@ -393,5 +392,5 @@ async def _report(config: Config, topics: DemoTopics, outcome: DemoOutcome, coun
     out.write("\n" + render_report(outcome.report) + "\nRECONCILE\n" + render_verdict(verdict))
     out.flush()
     produced = outcome.produced.sent if outcome.produced is not None else None
-    complete = verdict.ok and produced == verdict.expected == count and outcome.service_exit == EXIT_OK
-    outcome.exit_code = EXIT_OK if complete else EXIT_MISSING
+    complete = verdict.ok and produced == verdict.expected == count and outcome.service_exit == ExitCode.OK
+    outcome.exit_code = ExitCode.OK if complete else ExitCode.FAILED

@@ -20,19 +20,18 @@ from typing import Any
 from aiokafka.errors import KafkaError
 
 from stream_service.config import load_config_with_sources
-from stream_service.errors import ConfigError, PluginError
+from stream_service.errors import ConfigError, PluginError, ToolError
+from stream_service.exit_codes import ExitCode
 from stream_service.localkafka import LocalKafkaError
-from stream_service.service import EXIT_OK
 from stream_service.tools import demo
+from stream_service.tools.connection import add_connection_arguments
 from stream_service.tools.demo import (
     BASE_TIMEOUT_S,
     DEFAULT_COUNT,
     DEFAULT_TENANTS,
-    EXIT_INTERRUPTED,
     DemoOptions,
     run_demo,
 )
-from stream_service.tools.lineage import EXIT_ERROR, ToolError, add_connection_arguments
 
 __all__ = ["register", "run"]
 
@@ -103,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         base, sources = load_config_with_sources(file=args.config_file, flags=flags, flag_labels=labels)
     except ConfigError as exc:
         print(f"demo: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return ExitCode.USAGE
     options = DemoOptions(
         count=args.count,
         rate=args.rate,
@@ -116,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     # The service logs (warnings and worse) go to a file, so the progress line stays readable.
     log_dir = Path(tempfile.mkdtemp(prefix="stream-service-demo-"))
     log_path = log_dir / "service.log"
-    code = EXIT_ERROR  # also what an unexpected exception leaves, so its log is kept
+    code: int = ExitCode.USAGE  # also what an unexpected exception leaves, so its log is kept
     try:
         with log_path.open("w", encoding="utf-8") as log_stream:
             configure_logging(level="warning", fmt="json", stream=log_stream)
@@ -126,11 +125,11 @@ def run(args: argparse.Namespace) -> int:
             except (ConfigError, PluginError, LocalKafkaError, ToolError, KafkaError, OSError) as exc:
                 print(f"demo: {exc}", file=sys.stderr)
             except (KeyboardInterrupt, asyncio.CancelledError):  # a signal during the final clean-up
-                code = EXIT_INTERRUPTED
+                code = ExitCode.INTERRUPTED
             finally:
                 configure_logging(level="warning", fmt="json", stream=sys.stderr)  # before the file closes
     finally:
-        _keep_log_if_failed(log_path, failed=code not in (EXIT_OK, EXIT_INTERRUPTED))
+        _keep_log_if_failed(log_path, failed=code not in (ExitCode.OK, ExitCode.INTERRUPTED))
     return code
 
 

@@ -30,11 +30,14 @@ import msgspec
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from stream_service.clients import tools_options
 from stream_service.errors import ConfigError
-from stream_service.messages import CONTENT_TYPES, Encoding, Request
+from stream_service.exit_codes import ExitCode
+from stream_service.messages import Request
 from stream_service.tools.batch_sender import BatchProducer, BatchSender
-from stream_service.tools.lineage import EXIT_ERROR, add_connection_arguments, client_options, tool_config
+from stream_service.tools.connection import add_connection_arguments, tool_config
 from stream_service.tools.pacing import Pace
+from stream_service.wire import CONTENT_TYPE, CONTENT_TYPES, Encoding
 
 __all__ = ["BAD_KINDS", "Generated", "ProduceStats", "RequestGenerator", "produce_requests", "register"]
 
@@ -121,7 +124,7 @@ class RequestGenerator:
         self._id_prefix = id_prefix if id_prefix is not None else f"s{seed}-"
         self._recent: deque[tuple[str, str, str]] = deque(maxlen=_RECENT_FOR_DUPLICATES)
         self._pool = [self._prompt_body(prompt_bytes) for _ in range(_PROMPT_POOL)]
-        self.headers = [("content-type", CONTENT_TYPES[encoding].encode())]
+        self.headers = [(CONTENT_TYPE, CONTENT_TYPES[encoding].encode())]
 
     def _prompt_body(self, size: int) -> str:
         words: list[str] = []
@@ -340,7 +343,7 @@ def run(args: argparse.Namespace) -> int:
         config = tool_config(args, {"topic": "topics.input"})
         stats = asyncio.run(
             produce_requests(
-                client_options(config),
+                tools_options(config),
                 config.topics.input,
                 args.count,
                 rate=args.rate,
@@ -359,7 +362,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except (ValueError, ConfigError, KafkaError, OSError) as exc:
         print(f"produce: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return ExitCode.USAGE
     if args.json:
         sys.stdout.write(msgspec.json.format(msgspec.json.encode(stats), indent=2).decode() + "\n")
     else:

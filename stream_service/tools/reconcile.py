@@ -24,21 +24,15 @@ import msgspec
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
-from stream_service.errors import ConfigError
-from stream_service.tools.lineage import (
-    EXIT_ERROR,
-    ToolError,
-    add_connection_arguments,
-    client_options,
-    parse_lineage,
-    partition_bounds,
-    scan_topic,
-    tool_config,
-)
+from stream_service.clients import tools_options
+from stream_service.errors import ConfigError, ToolError
+from stream_service.exit_codes import ExitCode
+from stream_service.tools.connection import add_connection_arguments, tool_config
+from stream_service.tools.lineage import parse_lineage
+from stream_service.tools.scan import partition_bounds, scan_topic
 
 __all__ = ["PartitionVerdict", "Tally", "Verdict", "reconcile", "register"]
 
-EXIT_MISSING = 1
 MAX_RANGES_LISTED = 1_000
 # One byte of bookkeeping per offset in range: refuse ranges that would need gigabytes.
 MAX_OFFSETS_PER_PARTITION = 500_000_000
@@ -388,7 +382,7 @@ def run(args: argparse.Namespace) -> int:
         )
         verdict = asyncio.run(
             reconcile_topics(
-                client_options(config),
+                tools_options(config),
                 config.topics.input,
                 [config.topics.results, config.topics.errors],
                 partitions=args.partitions,
@@ -399,9 +393,9 @@ def run(args: argparse.Namespace) -> int:
         )
     except (ToolError, ConfigError, KafkaError, OSError) as exc:
         print(f"reconcile: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return ExitCode.USAGE
     if args.json:
         sys.stdout.write(msgspec.json.format(msgspec.json.encode(verdict), indent=2).decode() + "\n")
     else:
         sys.stdout.write(render_text(verdict))
-    return 0 if verdict.ok else EXIT_MISSING
+    return 0 if verdict.ok else ExitCode.FAILED

@@ -18,19 +18,14 @@ from pathlib import Path
 import msgspec
 from aiokafka.errors import KafkaError
 
-from stream_service.errors import ConfigError
+from stream_service.clients import tools_options
+from stream_service.errors import ConfigError, ToolError
+from stream_service.exit_codes import ExitCode
 from stream_service.messages import ErrorRecord, Result
 from stream_service.processors.hrv import DIMENSION_NAMES
-from stream_service.tools.lineage import (
-    EXIT_ERROR,
-    ToolError,
-    add_connection_arguments,
-    client_options,
-    load_jsonl,
-    parse_time,
-    read_outputs,
-    tool_config,
-)
+from stream_service.tools.connection import add_connection_arguments, tool_config
+from stream_service.tools.outputs import load_jsonl, read_outputs
+from stream_service.tools.scan import parse_time
 
 __all__ = ["Report", "Thresholds", "analyse", "register", "render_text"]
 
@@ -401,7 +396,7 @@ def run(args: argparse.Namespace) -> int:
             until = parse_time(args.until) if args.until else None
             outputs = asyncio.run(
                 read_outputs(
-                    client_options(config),
+                    tools_options(config),
                     config.topics.results,
                     config.topics.errors,
                     since_ms=since,
@@ -410,7 +405,7 @@ def run(args: argparse.Namespace) -> int:
             )
     except (ToolError, ConfigError, KafkaError, OSError) as exc:
         print(f"report: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return ExitCode.USAGE
     for topic in outputs.incomplete:
         print(f"report: warning: stopped reading {topic} before its end (no progress)", file=sys.stderr)
     wall = args.wall_seconds if args.wall_seconds is not None else outputs.wall_seconds

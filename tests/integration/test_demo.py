@@ -15,7 +15,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from stream_service.config import load_config
-from stream_service.tools.demo import EXIT_INTERRUPTED, DemoOptions, DemoOutcome, DemoTopics, run_demo
+from stream_service.exit_codes import ExitCode
+from stream_service.tools.demo import DemoOptions, DemoOutcome, DemoTopics, run_demo
 
 pytestmark = pytest.mark.integration
 
@@ -135,5 +136,5 @@ async def test_ctrl_c_stops_the_demo_and_exits_130(kafka_bootstrap: str) -> None
             await proc.wait()
         if match := re.search(r"demo-requests-(\w+)", "".join(seen)):
             await _delete_topics(kafka_bootstrap, [DemoTopics.fresh(match[1])])
-    assert proc.returncode == EXIT_INTERRUPTED, "".join(seen) + rest.decode()
+    assert proc.returncode == ExitCode.INTERRUPTED, "".join(seen) + rest.decode()
     assert "interrupted: the service drained and stopped" in rest.decode()

@@ -17,8 +17,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from stream_service.messages import ErrorRecord, Request, Result
 from stream_service.tools import produce, reconcile, report
-from stream_service.tools.lineage import topic_partitions
 from stream_service.tools.produce import produce_requests
+from stream_service.tools.scan import topic_partitions
 from tests.conftest import TopicFactory
 
 pytestmark = pytest.mark.integration

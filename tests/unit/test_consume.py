@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -13,7 +13,8 @@ from structlog.testing import capture_logs
 
 from stream_service.pipeline import consume
 from stream_service.pipeline.consume import BackPressurePolicy, PollLoop
-from stream_service.pipeline.work import PartitionState
+from stream_service.pipeline.ledger import Ledger
+from stream_service.pipeline.work import WorkItem
 from tests.fakes import FakeConsumer
 
 TP0 = TopicPartition("requests", 0)
@@ -26,28 +27,40 @@ def short_idle_poll(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(consume, "IDLE_POLL_S", 0.005)
 
 
-class FakeIntake:
-    """The engine as the poll loop sees it: counts what it was given until the test finishes it."""
+class Sink:
+    """Takes fetched records into a real ledger, as the engine would; :meth:`finish` frees capacity."""
 
-    def __init__(self, *tps: TopicPartition) -> None:
-        self.states = {tp: PartitionState(tp.topic, tp.partition, ordered=False) for tp in tps}
-        self.tracked = 0
-        self.tracked_bytes = 0
-        self.capacity_changed = asyncio.Event()
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
         self.received: list[Any] = []
+        self.running: list[WorkItem] = []
         self.got = asyncio.Event()
 
-    def intake(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        for records in batch.values():
+    def __call__(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
+        for tp, records in batch.items():
+            state = self.ledger.states.get(tp)
+            if state is None:
+                continue  # the teardown's wake-up record
+            items = [WorkItem(state, r.offset, None, 0, len(r.value), None, None) for r in records]
+            self.ledger.consumed(items)
+            self.ledger.started(items)
             self.received.extend(records)
-            self.tracked += len(records)
-            self.tracked_bytes += sum(len(r.value) for r in records)
+            self.running.extend(items)
         self.got.set()
 
-    def finish(self, n: int, nbytes: int = 0) -> None:
-        self.tracked -= n
-        self.tracked_bytes -= nbytes
-        self.capacity_changed.set()
+    def finish(self, n: int) -> None:
+        """The next ``n`` records' outputs are acknowledged and committed."""
+        done, self.running = self.running[:n], self.running[n:]
+        self.ledger.finished(done)
+        self.ledger.committed(self.ledger.commit_points())
+
+    def queue(self, tp: TopicPartition, n: int) -> list[WorkItem]:
+        """``n`` records of ``tp`` waiting in the queue (held back by a limiter or a busy key)."""
+        state = self.ledger.states[tp]
+        start = state.tracker.held() + 1_000_000  # offsets of their own, far from the fed ones
+        items = [WorkItem(state, start + i, None, 0, 1, None, None) for i in range(n)]
+        self.ledger.consumed(items)
+        return items
 
     async def wait_received(self, n: int) -> None:
         while len(self.received) < n:
@@ -58,9 +71,10 @@ class FakeIntake:
 class Loop:
     """A running PollLoop and the fakes around it."""
 
-    def __init__(self, consumer: FakeConsumer, engine: FakeIntake, loop: PollLoop) -> None:
+    def __init__(self, consumer: FakeConsumer, sink: Sink, loop: PollLoop) -> None:
         self.consumer = consumer
-        self.engine = engine
+        self.engine = sink
+        self.ledger = sink.ledger
         self.loop = loop
         self.pause_reasons: list[str] = []
         self.paused_counts: list[int] = []
@@ -74,24 +88,26 @@ async def start(
     *tps: TopicPartition, max_in_flight: int = 10, max_bytes: int = 1 << 30, batch_max_size: int = 1
 ) -> AsyncIterator[Loop]:
     consumer = FakeConsumer(tps)
-    engine = FakeIntake(*tps)
+    ledger = Ledger(ordered=False)
+    ledger.open(tps)
+    sink = Sink(ledger)
     policy = BackPressurePolicy(max_in_flight, max_bytes, batch_max_size)
     holder: list[Loop] = []
     poll_loop = PollLoop(
         consumer,
-        engine,
+        ledger,
         policy,
         on_pause=lambda reason: holder[0].pause_reasons.append(reason),
         on_pause_change=lambda n: holder[0].paused_counts.append(n),
     )
-    running = Loop(consumer, engine, poll_loop)
+    running = Loop(consumer, sink, poll_loop)
     holder.append(running)
-    task = asyncio.create_task(poll_loop.run())
+    task = asyncio.create_task(poll_loop.run(sink))
     try:
         yield running
     finally:
         poll_loop.stop()
-        engine.capacity_changed.set()
+        ledger.capacity_changed.set()
         consumer.feed_values(TopicPartition("wake", 0), [b""])  # wake a getmany waiting for data
         async with asyncio.timeout(5):
             await task
@@ -125,7 +141,7 @@ async def test_pauses_every_partition_when_the_bound_is_reached(two_partitions: 
     await engine.wait_received(10)
     await two_partitions.settle()
     assert consumer.paused() == {TP0, TP1}
-    assert all(state.paused for state in engine.states.values())
+    assert two_partitions.loop.paused == {TP0, TP1}
     assert two_partitions.pause_reasons == ["in_flight_full"]
     assert two_partitions.paused_counts[-1] == 2
 
@@ -177,7 +193,7 @@ async def test_byte_bound_pauses_with_its_own_reason() -> None:
         consumer.feed_values(TP0, [b"x" * 60] * 5)
         await running.settle()
         assert len(engine.received) == 6
-        engine.finish(6, 360)
+        engine.finish(6)
         await engine.wait_received(11)
 
 
@@ -186,17 +202,16 @@ async def test_partition_backlog_pauses_only_that_partition() -> None:
     async for running in start(TP0, TP1, max_in_flight=20, batch_max_size=4):
         consumer, engine = running.consumer, running.engine
         backlog = BackPressurePolicy(20, 1 << 30, 4).partition_backlog(2)
-        engine.states[TP0].queued = backlog
-        engine.capacity_changed.set()
+        waiting = engine.queue(TP0, backlog)
         await running.settle()
         assert consumer.paused() == {TP0}
         assert running.pause_reasons == ["backlog"]
         consumer.feed_values(TP1, [b"y"] * 3)
         await engine.wait_received(3)
-        engine.states[TP0].queued = backlog // 2 + 1
+        running.ledger.started(waiting[: backlog - (backlog // 2 + 1)])
         await running.settle()
         assert consumer.paused() == {TP0}, "hysteresis: resume only at half the backlog"
-        engine.states[TP0].queued = backlog // 2
+        running.ledger.started(waiting[backlog - (backlog // 2 + 1) : backlog - backlog // 2])
         await running.settle()
         assert consumer.paused() == set()
 
@@ -204,7 +219,7 @@ async def test_partition_backlog_pauses_only_that_partition() -> None:
 async def test_revoked_partitions_are_left_alone() -> None:
     """A partition being revoked is neither paused nor resumed by back-pressure."""
     async for running in start(TP0, TP1, max_in_flight=5):
-        running.engine.states[TP1].revoked = True
+        running.ledger.revoke([TP1])
         running.consumer.feed_values(TP0, [b"x"] * 10)
         await running.engine.wait_received(5)
         await running.settle()
@@ -227,8 +242,10 @@ async def test_fetch_errors_are_logged_and_polling_continues(two_partitions: Loo
 async def test_stop_ends_the_loop() -> None:
     """stop() makes run() return."""
     consumer = FakeConsumer([TP0])
-    poll_loop = PollLoop(consumer, FakeIntake(TP0), BackPressurePolicy(10, 1 << 30, 1))
-    task = asyncio.create_task(poll_loop.run())
+    ledger = Ledger(ordered=False)
+    ledger.open([TP0])
+    poll_loop = PollLoop(consumer, ledger, BackPressurePolicy(10, 1 << 30, 1))
+    task = asyncio.create_task(poll_loop.run(Sink(ledger)))
     await consumer.wait_polls(1)
     poll_loop.stop()
     async with asyncio.timeout(5):

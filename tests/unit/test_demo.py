@@ -11,10 +11,10 @@ import pytest
 
 from stream_service.cli import build_parser, main
 from stream_service.config import load_config
+from stream_service.exit_codes import ExitCode
 from stream_service.observability.metrics import Metrics
 from stream_service.tools.demo import (
     BASE_TIMEOUT_S,
-    EXIT_INTERRUPTED,
     DemoOptions,
     DemoTopics,
     read_counters,
@@ -375,7 +375,7 @@ async def test_ctrl_c_while_the_broker_starts_stops_it_and_exits_130() -> None:
     outcome = await run_demo(
         base, DemoOptions(count=10), out=io.StringIO(), err=err, handle_signals=True, broker=lambda: fake
     )
-    assert outcome.exit_code == EXIT_INTERRUPTED and outcome.interrupted
+    assert outcome.exit_code == ExitCode.INTERRUPTED and outcome.interrupted
     assert fake.events == ["start", "stop"]
     assert outcome.topics is None  # nothing after the broker was attempted
     assert "interrupted" in err.getvalue() and "stopping the local Kafka broker" in err.getvalue()

@@ -1,7 +1,7 @@
 """End-to-end tests of stream_service.engine with a fake consumer, producer and processor.
 
-The engine's loops run in an ``asyncio.TaskGroup`` as ``Service._serve`` runs them: started with
-``engine.start``, stopped by ``engine.drain`` and then cancelled.
+The engine is built by ``wiring.build_engine`` (as the service builds it) and runs in an
+``asyncio.TaskGroup`` inside ``engine.running`` (as ``Service._serve`` runs it).
 """
 
 from __future__ import annotations
@@ -29,15 +29,15 @@ from stream_service.config import (
     ObservabilitySettings,
     RetrySettings,
 )
-from stream_service.engine import Engine
 from stream_service.errors import UpstreamUnavailable
 from stream_service.messages import ErrorRecord, Request, Result
 from stream_service.observability.metrics import Metrics
 from stream_service.pipeline.decode import RequestDecoder
 from stream_service.pipeline.execute import AsyncExecutor
-from stream_service.pipeline.rebalance import DrainingRebalanceListener
+from stream_service.pipeline.rebalance import RebalanceListener
 from stream_service.pipeline.retry import RetryPolicy
 from stream_service.processors.cache import ResultCache
+from stream_service.wiring import build_engine
 from tests.fakes import FakeConsumer, FakeProcessor, FakeProducer, SentRecord, record
 
 TP0 = TopicPartition("requests", 0)
@@ -140,7 +140,7 @@ class Harness:
             default_encoding=cfg.delivery.encoding,
             known_profiles=None,
         )
-        self.engine = Engine(
+        self.engine = build_engine(
             cfg,
             consumer=self.consumer,
             producer=self.producer,
@@ -149,7 +149,8 @@ class Harness:
             metrics=self.metrics,
             cache=cache,
         )
-        self.listener = DrainingRebalanceListener(self.engine, cfg.delivery.drain_timeout_s)
+        self.listener = RebalanceListener(self.engine, cfg.delivery.drain_timeout_s)
+        self.ledger = self.engine.ledger
         self.drained: bool | None = None
 
     async def assign(self, *tps: TopicPartition) -> None:
@@ -181,19 +182,14 @@ class Harness:
 @contextlib.asynccontextmanager
 async def running(h: Harness, *tps: TopicPartition) -> AsyncIterator[Harness]:
     """Run the engine's loops like Service._serve; drain at the end unless the test did."""
-    async with asyncio.TaskGroup() as tasks:
-        loops = h.engine.start(tasks)
-        try:
-            async with asyncio.timeout(TEST_BUDGET_S):  # a stuck engine fails the test quickly
-                if tps:
-                    await h.assign(*tps)
-                yield h
-                if h.drained is None:
-                    assert await h.drain(), "the engine did not drain"
-        finally:
-            for task in loops:
-                task.cancel()
-            h.engine.cancel_in_flight()
+    async with asyncio.TaskGroup() as tasks, h.engine.running(tasks, drain_timeout_s=DRAIN_S):
+        async with asyncio.timeout(TEST_BUDGET_S):  # a stuck engine fails the test quickly
+            if tps:
+                await h.assign(*tps)
+            yield h
+            if h.drained is None:
+                assert await h.drain(), "the engine did not drain"
+    h.ledger.check()
 
 
 def decode_result(rec: SentRecord) -> Result:
@@ -270,7 +266,7 @@ async def test_every_record_yields_exactly_one_output_with_lineage() -> None:
     assert (flaky.content, flaky.attempts) == ("FLAKY:ONCE", 2)
 
     assert h.consumer.committed == {TP0: len(p0), TP1: len(p1)}
-    assert (h.engine.tracked, h.engine.active, h.engine.tracked_bytes) == (0, 0, 0)
+    assert (h.ledger.tracked, h.ledger.active, h.ledger.nbytes) == (0, 0, 0)
     assert h.metric("stream_service_consumed_total") == len(p0) + len(p1)
     assert h.metric("stream_service_errors_total", {"error_type": "validation"}) == 2
 
@@ -366,13 +362,15 @@ async def test_revoke_drops_queued_work_and_commits_only_the_finished_prefix() -
         assert any(e["event"] == "rebalance.drain_timeout" for e in logs)
         assert h.consumer.commits[-1] == {TP0: 1}, "only the finished prefix"
         assert set(h.processor.calls) == {"r0", "r1"}, "queued work was dropped, not run"
-        assert TP0 not in h.engine.states
-        assert h.engine.tracked == 0
+        assert TP0 not in h.ledger.states
+        assert (h.ledger.tracked, h.ledger.active) == (1, 1), "r1 still runs: it keeps its capacity"
+        h.ledger.check()
 
         h.script.open("g")  # the revoked partition's in-flight work finishes late
         await h.producer.wait_acked(2)
         await settle(h)
         assert h.consumer.commits[-1] == {TP0: 1}, "a revoked partition is not committed again"
+        assert (h.ledger.tracked, h.ledger.active) == (0, 0), "finished: its capacity is free"
 
         await h.assign(TP0)  # the partition comes back: redelivered from the committed offset
         async with asyncio.timeout(10):
@@ -380,7 +378,7 @@ async def test_revoke_drops_queued_work_and_commits_only_the_finished_prefix() -
     outputs = h.outputs()
     assert {offset: len(recs) for (_, offset), recs in outputs.items()} == {0: 1, 1: 2, 2: 1, 3: 1}
     assert h.consumer.committed == {TP0: 4}
-    assert (h.engine.tracked, h.engine.active) == (0, 0)
+    assert (h.ledger.tracked, h.ledger.active) == (0, 0)
 
 
 async def test_revoke_waits_for_in_flight_work_within_the_drain_timeout() -> None:
@@ -430,7 +428,7 @@ async def test_back_pressure_bounds_consumed_but_uncommitted_records() -> None:
         await settle(h, polls=5)
         assert sum(call.returned for call in h.consumer.calls) == 4
         assert h.consumer.paused() == {TP0}
-        assert h.engine.tracked == 4
+        assert h.ledger.tracked == 4
         h.script.open("g")
         async with asyncio.timeout(10):
             await h.producer.wait_acked(20)
@@ -532,7 +530,7 @@ async def test_records_fetched_for_a_partition_no_longer_assigned_are_ignored() 
         h.consumer.feed_values(TP0, [req("r0", "kept")])
         await h.producer.wait_acked(1)
     assert [r.header("request-id") for r in h.producer.acked] == [b"r0"]
-    assert h.engine.tracked == 0
+    assert h.ledger.tracked == 0
 
 
 async def test_runs_with_metrics_disabled() -> None:

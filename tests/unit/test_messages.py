@@ -10,8 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stream_service.errors import ErrorType
-from stream_service.messages import CONTENT_TYPES, HRV_DIMENSIONS, Encoding, ErrorRecord, Request, Result
+from stream_service.messages import HRV_DIMENSIONS, ErrorRecord, Request, Result
 from stream_service.pipeline.decode import ENCODERS, JSON_ENCODER, MSGPACK_ENCODER
+from stream_service.wire import CONTENT_TYPES, Encoding
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 FINITE_FLOATS = st.floats(allow_nan=False, allow_infinity=False)

@@ -21,7 +21,6 @@ from stream_service.processors.loader import (
     ProcessorSpec,
     load_processor,
     worker_call,
-    worker_close,
     worker_init,
 )
 
@@ -43,10 +42,13 @@ def contents(results: list[Output | BaseException]) -> list[str]:
 
 
 @pytest.fixture
-def clean_worker() -> Iterator[None]:
-    worker_close()
+def clean_worker(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A fresh worker state for worker_init/worker_call run in this process; its loop closed after."""
+    monkeypatch.setattr(loader, "_worker_processor", None)
+    monkeypatch.setattr(loader, "_worker_loop", None)
     yield
-    worker_close()
+    if loader._worker_loop is not None:
+        loader._worker_loop.close()
 
 
 # --- built-in processors -------------------------------------------------------------------

@@ -9,10 +9,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from stream_service.errors import ToolError
 from stream_service.messages import ErrorRecord, Result
 from stream_service.tools import report
-from stream_service.tools.lineage import ToolError, parse_time
 from stream_service.tools.report import analyse, percentile, render_text
+from stream_service.tools.scan import parse_time
 
 
 def _result(pt: float, profile: str, hrv: list[float] | None = None, cached: bool = False) -> Result:

@@ -1,0 +1,76 @@
+"""The Kafka clients of the service and of the operator tools, built from one :class:`Config`.
+
+Every client (the service's consumer and producer, the tools' consumers, producers and admin
+clients) connects with :func:`connection_options`, so a security setting is written once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.helpers import create_ssl_context
+
+from stream_service.settings import Config
+
+PRODUCER_BATCH_BYTES = 256 * 1024  # per-partition produce batch; the 16 KiB default caps throughput
+TOOLS_CLIENT_SUFFIX = "-tools"  # the tools' client.id, so broker logs tell them from the service
+
+
+def connection_options(config: Config) -> dict[str, Any]:
+    """Connection and security options shared by the consumer, the producer and the admin client."""
+    k = config.kafka
+    options: dict[str, Any] = {
+        "bootstrap_servers": k.bootstrap_servers,
+        "client_id": k.client_id,
+        "security_protocol": k.security_protocol,
+        "request_timeout_ms": k.request_timeout_ms,
+    }
+    if k.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context(
+            cafile=k.ssl_cafile, certfile=k.ssl_certfile, keyfile=k.ssl_keyfile, password=k.ssl_password
+        )
+    if k.security_protocol.startswith("SASL"):
+        options["sasl_mechanism"] = k.sasl_mechanism
+        options["sasl_plain_username"] = k.sasl_username
+        options["sasl_plain_password"] = str(k.sasl_password) if k.sasl_password is not None else None
+    return options
+
+
+def tools_options(config: Config) -> dict[str, Any]:
+    """:func:`connection_options` with the tools' own ``client_id``."""
+    options = connection_options(config)
+    options["client_id"] = config.kafka.client_id + TOOLS_CLIENT_SUFFIX
+    return options
+
+
+def service_consumer(config: Config) -> AIOKafkaConsumer:
+    """The group member: manual commits, reads a new group's backlog from the start, and only
+    committed data of transactional producers."""
+    k = config.kafka
+    return AIOKafkaConsumer(
+        group_id=config.topics.group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=k.session_timeout_ms,
+        heartbeat_interval_ms=k.heartbeat_interval_ms,
+        max_poll_interval_ms=k.max_poll_interval_ms,
+        rebalance_timeout_ms=k.max_poll_interval_ms,
+        fetch_max_bytes=k.fetch_max_bytes,
+        max_partition_fetch_bytes=k.max_partition_fetch_bytes,
+        isolation_level="read_committed",
+        **connection_options(config),
+    )
+
+
+def service_producer(config: Config) -> AIOKafkaProducer:
+    """An idempotent producer with acks=all: an acknowledged output is durably written."""
+    k = config.kafka
+    return AIOKafkaProducer(
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=k.producer_linger_ms,
+        max_request_size=k.producer_max_request_size,
+        max_batch_size=PRODUCER_BATCH_BYTES,
+        **connection_options(config),
+    )

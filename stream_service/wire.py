@@ -1,0 +1,41 @@
+"""Wire constants: the header names and content types every record of ours carries.
+
+The message bodies are in :mod:`stream_service.messages`; this module is the rest of the
+contract that downstream consumers and the operator tools read. Header values are bytes on
+the wire; these names are the keys.
+
+Output records (results and errors) carry::
+
+    source-topic      the input topic                      always
+    source-partition  the input partition, decimal         always
+    source-offset     the input offset, decimal            always
+    content-type      application/json | application/msgpack   always
+    request-id        the request's id                     when the input had a valid id
+    tenant            the request's tenant                 when known
+
+Input records may carry ``content-type`` (else ``delivery.encoding`` is assumed).
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+Encoding = Literal["json", "msgpack"]
+
+SOURCE_TOPIC: Final = "source-topic"
+SOURCE_PARTITION: Final = "source-partition"
+SOURCE_OFFSET: Final = "source-offset"
+CONTENT_TYPE: Final = "content-type"
+REQUEST_ID: Final = "request-id"
+TENANT: Final = "tenant"
+
+JSON: Final = "application/json"
+MSGPACK: Final = "application/msgpack"
+CONTENT_TYPES: Final[dict[Encoding, str]] = {"json": JSON, "msgpack": MSGPACK}
+"""The content type each output encoding is labelled with."""
+CONTENT_TYPE_ENCODINGS: Final[dict[str, Encoding]] = {
+    JSON: "json",
+    MSGPACK: "msgpack",
+    "application/x-msgpack": "msgpack",
+}
+"""Content types accepted on input (parameters such as ``; charset=utf-8`` are ignored)."""

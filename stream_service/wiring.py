@@ -1,0 +1,201 @@
+"""Wiring: the one place that turns a :class:`Config` into running parts.
+
+:func:`build_service` makes everything a service instance needs (Kafka clients, processor,
+executor, cache, metrics, ops server, engine); :func:`build_engine` makes the engine from
+ready-made clients and executor, which is how tests build it with fakes.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from stream_service import clients
+from stream_service.engine import Engine, EngineParts
+from stream_service.observability import audit
+from stream_service.observability.completion import CompletionReport
+from stream_service.observability.endpoints import OpsServer, Readiness
+from stream_service.observability.metrics import Metrics
+from stream_service.pipeline.admit import Admission
+from stream_service.pipeline.answer import Answers
+from stream_service.pipeline.batch import BatchPolicy, BatchSizer
+from stream_service.pipeline.coalesce import Coalescer
+from stream_service.pipeline.commit import CommitLoop, CommitPolicy, Committer, refresh_lag
+from stream_service.pipeline.consume import BackPressurePolicy, PollLoop
+from stream_service.pipeline.decode import RequestDecoder
+from stream_service.pipeline.dispatch import Dispatcher
+from stream_service.pipeline.execute import Executor, build_executor
+from stream_service.pipeline.ledger import Ledger
+from stream_service.pipeline.publish import OutputEncoder, Publisher
+from stream_service.pipeline.quota import TenantQuota
+from stream_service.pipeline.retry import RetryPolicy
+from stream_service.pipeline.schedule import FairScheduler, SchedulerPolicy
+from stream_service.processors.cache import CacheBackend, ResultCache
+from stream_service.processors.loader import ProcessorSpec, load_processor
+from stream_service.settings import Config
+
+
+def build_engine(
+    config: Config,
+    *,
+    consumer: Any,
+    producer: Any,
+    executor: Executor,
+    decoder: RequestDecoder,
+    metrics: Metrics,
+    cache: CacheBackend | None = None,
+    renew_producer: Callable[[], Awaitable[Any]] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Engine:
+    """The engine for ``config``, around the given clients, executor and decoder."""
+    log = structlog.get_logger("stream_service.engine")
+    ledger = Ledger(
+        ordered=config.executor.ordering != "unordered",
+        on_levels=functools.partial(_set_levels, metrics),
+        clock=clock,
+    )
+    batch_policy = BatchPolicy.from_settings(config.batch)
+    sizer = BatchSizer(batch_policy)
+    metrics.batch_target_size.set(sizer.size)
+    scheduler = FairScheduler(SchedulerPolicy.from_settings(config.limiter), clock)
+    encoder = OutputEncoder(
+        results_topic=config.topics.results,
+        errors_topic=config.topics.errors,
+        encoding=config.delivery.encoding,
+    )
+    answers = Answers(encoder, metrics, log, audit_requests=config.observability.audit_requests)
+    admission = Admission(
+        ledger,
+        decoder,
+        TenantQuota(config.limits, clock),
+        answers,
+        ordering=config.executor.ordering,
+        queued_of=scheduler.queued,
+    )
+    publisher = Publisher(
+        producer,
+        encoder,
+        max_request_size=config.kafka.producer_max_request_size,
+        renew=renew_producer,
+        # the producer fails a batch after request_timeout_ms; allow it that twice, plus linger
+        ack_timeout_s=2 * config.kafka.request_timeout_ms / 1000 + 1.0,
+    )
+
+    def on_commit(offsets: dict[Any, int]) -> None:
+        metrics.commits_total.inc()
+        audit.committed(log, {(tp.topic, tp.partition): off for tp, off in offsets.items()})
+
+    committer = Committer(consumer, ledger, on_commit=on_commit)
+    commits = CommitLoop(
+        committer,
+        ledger,
+        CommitPolicy.for_capacity(config.delivery.commit_interval_s, config.executor.max_in_flight),
+        after_commit=functools.partial(refresh_lag, consumer, ledger, metrics.set_lag),
+        clock=clock,
+    )
+    poller = PollLoop(
+        consumer,
+        ledger,
+        BackPressurePolicy(
+            config.executor.max_in_flight, config.executor.max_in_flight_bytes, config.batch.max_size
+        ),
+        on_pause_change=metrics.paused_partitions.set,
+        on_pause=lambda reason: metrics.pauses_total.labels(reason=reason).inc(),
+    )
+    parts = EngineParts(
+        ledger=ledger,
+        poller=poller,
+        admission=admission,
+        coalescer=Coalescer(cache, answers, metrics),
+        answers=answers,
+        scheduler=scheduler,
+        dispatcher=Dispatcher(scheduler, sizer, executor, ledger, batch_policy, metrics, clock),
+        sizer=sizer,
+        executor=executor,
+        publisher=publisher,
+        commits=commits,
+        report=CompletionReport(
+            metrics, log, results_topic=config.topics.results, errors_topic=config.topics.errors
+        ),
+        metrics=metrics,
+        clock=clock,
+    )
+    return Engine(parts)
+
+
+def _set_levels(metrics: Metrics, tracked: int, nbytes: int) -> None:
+    metrics.in_flight_requests.set(tracked)
+    metrics.in_flight_bytes.set(nbytes)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceParts:
+    """Everything one service instance runs, built but not started."""
+
+    consumer: Any
+    executor: Executor
+    metrics: Metrics
+    engine: Engine
+    ops: OpsServer | None
+
+    @property
+    def producer(self) -> Any:
+        """The publisher's current producer (it may have been replaced since the start)."""
+        return self.engine.parts.publisher.producer
+
+
+def build_service(config: Config, readiness: Readiness) -> ServiceParts:
+    """Build a service instance from ``config``. Raises ``PluginError``/``ConfigError`` when the
+    processor cannot be loaded; connects to nothing yet."""
+    spec = ProcessorSpec.from_settings(config.processor)
+    processor = load_processor(spec)
+    metrics = Metrics(enabled=config.observability.metrics)
+    consumer = clients.service_consumer(config)
+
+    async def renew_producer() -> Any:
+        fresh = clients.service_producer(config)
+        await fresh.start()
+        return fresh
+
+    executor = build_executor(
+        config.executor.kind,
+        processor=processor,
+        spec=spec,
+        retry=RetryPolicy.from_settings(config.retry),
+        timeout_s=config.executor.request_timeout_s,
+        concurrency=config.executor.concurrency,
+        workers=config.executor.workers,
+    )
+    cache = (
+        ResultCache(max_entries=config.cache.max_entries, ttl_s=config.cache.ttl_s)
+        if config.cache.enabled
+        else None
+    )
+    decoder = RequestDecoder(
+        max_prompt_bytes=config.limits.max_prompt_bytes,
+        max_message_bytes=config.limits.max_message_bytes,
+        default_encoding=config.delivery.encoding,
+        known_profiles=processor.profiles,
+    )
+    engine = build_engine(
+        config,
+        consumer=consumer,
+        producer=clients.service_producer(config),
+        executor=executor,
+        decoder=decoder,
+        metrics=metrics,
+        cache=cache,
+        renew_producer=renew_producer,
+    )
+    obs = config.observability
+    ops = (
+        OpsServer(obs.metrics_host, obs.metrics_port, metrics, readiness)
+        if obs.metrics_port is not None
+        else None
+    )
+    return ServiceParts(consumer, executor, metrics, engine, ops)
