@@ -13,7 +13,14 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from stream_service.messages import ErrorRecord, Request, RequestId
+from stream_service.messages import (
+    MAX_ID_CHARS,
+    MAX_NAME_CHARS,
+    ErrorRecord,
+    Request,
+    RequestId,
+    metadata_problem,
+)
 from stream_service.wire import CONTENT_TYPE_ENCODINGS, Encoding
 
 # Reusable encoders (building one per message is measurably slower).
@@ -27,7 +34,6 @@ ENCODERS: Final[dict[Encoding, msgspec.json.Encoder | msgspec.msgpack.Encoder]] 
 # An error record carries the rejected payload so its sender can see it; past this size it does
 # not, so that the error record itself stays well under the producer's max request size.
 DEFAULT_MAX_PAYLOAD_BYTES: Final = 64 * 1024
-_MAX_ID_LENGTH: Final = 256
 _DEFAULT_TENANT: Final[str] = next(f.default for f in msgspec.structs.fields(Request) if f.name == "tenant")
 
 
@@ -84,6 +90,11 @@ class _Codec:
             self.request, self.envelope = msgspec.json.Decoder(Request), msgspec.json.Decoder(_Envelope)
         else:
             self.request, self.envelope = msgspec.msgpack.Decoder(Request), msgspec.msgpack.Decoder(_Envelope)
+
+
+def _name(value: object) -> str | None:
+    """A salvaged tenant or profile name, when it is one the schema allows."""
+    return value if isinstance(value, str) and len(value) <= MAX_NAME_CHARS else None
 
 
 def _payload(value: bytes) -> tuple[str, Literal["utf-8", "base64"]]:
@@ -168,6 +179,9 @@ class RequestDecoder:
                     limit = self._max_prompt_bytes
                     message = f"prompt is {prompt_bytes} bytes of UTF-8; limits.max_prompt_bytes is {limit}"
                     return self._invalid(message, value, codec)
+            if request.metadata and (problem := metadata_problem(request.metadata)) is not None:
+                message = f"invalid request: metadata cannot be written as JSON and MessagePack: {problem}"
+                return self._invalid(message, value, codec)
             if self._known_profiles is not None and request.profile_name not in self._known_profiles:
                 return self._unknown_profile(request)
         except Exception as exc:  # noqa: BLE001 - the contract: one bad record never stops the pipeline
@@ -211,15 +225,15 @@ class RequestDecoder:
         except msgspec.DecodeError:
             return None, None, None, {}
         request_id: RequestId | None = envelope.id if isinstance(envelope.id, str) else None
-        if request_id is not None and not 1 <= len(request_id) <= _MAX_ID_LENGTH:
+        if request_id is not None and not 1 <= len(request_id) <= MAX_ID_CHARS:
             request_id = None
-        tenant = envelope.tenant if isinstance(envelope.tenant, str) else None
+        tenant = _name(envelope.tenant)
         if envelope.tenant is msgspec.UNSET:
             tenant = _DEFAULT_TENANT  # what the request would have had
-        profile_name = envelope.profile_name if isinstance(envelope.profile_name, str) else None
+        profile_name = _name(envelope.profile_name)
         metadata = envelope.metadata
-        if not isinstance(metadata, dict) or not all(isinstance(key, str) for key in metadata):
-            metadata = {}
+        if not isinstance(metadata, dict) or metadata_problem(metadata) is not None:
+            metadata = {}  # what cannot be written in both output encodings is left out
         return request_id, tenant, profile_name, metadata
 
     def _unknown_profile(self, request: Request) -> DecodeFailure:

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from stream_service.errors import ConfigError, PluginError, ProcessorFailed, RequestError, classify
-from stream_service.messages import HRV_DIMENSIONS, Request
+from stream_service.messages import HRV_DIMENSIONS, Request, metadata_problem
 from stream_service.processors import plugin
 from stream_service.processors.base import Output
 from stream_service.processors.echo import EchoProcessor
@@ -26,6 +26,8 @@ from stream_service.processors.writer import HumanResonantWriter
 from stream_service.settings import HttpProcessorSettings, ProcessorSettings, Secret
 
 BUILTIN_NAMES = ("resonance", "http", "echo")
+# Sync processors of ours that may run on the event loop: CPU-bound, bounded by the prompt limit.
+INLINE_SAFE_NAMES = ("resonance", "echo")
 
 
 class ProcessorSpec(msgspec.Struct, frozen=True):
@@ -79,9 +81,13 @@ def normalise(raw: object) -> Output:
     if type(raw) is str:
         return Output(content=raw)
     if isinstance(raw, Output):
+        # Output does not validate on construction: check what the processor put in it.
+        if not isinstance(raw.content, str):
+            raise ProcessorFailed(f"processor returned content of type {type(raw.content).__name__}")
+        if raw.metadata and (problem := metadata_problem(raw.metadata)) is not None:
+            raise ProcessorFailed(f"processor returned metadata that cannot be published: {problem}")
         if raw.hrv_vector is None:
             return raw
-        # Output does not validate on construction: check what the processor put in it.
         return Output(content=raw.content, hrv_vector=_hrv_vector(raw.hrv_vector), metadata=raw.metadata)
     if isinstance(raw, str):
         return Output(content=str(raw))
@@ -100,12 +106,18 @@ def normalise(raw: object) -> Output:
         raise ProcessorFailed(f"processor returned content of type {type(content).__name__}; expected str")
     if metadata is None:
         metadata = {}
-    elif not isinstance(metadata, Mapping) or not all(isinstance(key, str) for key in metadata):
-        raise ProcessorFailed("processor returned metadata that is not a mapping with string keys")
+    elif not isinstance(metadata, Mapping):
+        raise ProcessorFailed(
+            f"processor returned metadata of type {type(metadata).__name__}; expected a mapping"
+        )
+    else:
+        metadata = dict(metadata)
+        if (problem := metadata_problem(metadata)) is not None:
+            raise ProcessorFailed(f"processor returned metadata that cannot be published: {problem}")
     return Output(
         content=content,
         hrv_vector=None if hrv_vector is None else _hrv_vector(hrv_vector),
-        metadata=dict(metadata),
+        metadata=metadata,
     )
 
 
@@ -124,6 +136,8 @@ class LoadedProcessor:
       ``hrv_vector`` gets one from the HRV extractor; when it is not, ``hrv_vector`` is None.
     * ``profiles`` — the profile names the processor accepts (decoders reject others early),
       or None when it accepts any.
+    * ``inline`` — a sync processor of ours that may run on the event loop (it cannot block or
+      hang); a plugin never is.
     * ``CancelledError`` and other ``BaseException`` that are not ``Exception`` propagate.
     """
 
@@ -135,6 +149,7 @@ class LoadedProcessor:
         self.is_async = shape.is_async
         self.is_batch = shape.is_batch
         self.profiles = profiles
+        self.inline = not shape.is_async and spec.name in INLINE_SAFE_NAMES
         self._call: Callable[..., Any] = shape.call
         self._extractor = HRVExtractor() if spec.hrv else None
 

@@ -218,7 +218,7 @@ def test_processor_hrv_vector_is_dropped_when_hrv_disabled() -> None:
             "returns_int", "processor returned int; expected str or an object with content", id="int"
         ),
         pytest.param("returns_non_str_content", "content of type int", id="non-str content"),
-        pytest.param("returns_bad_metadata", "metadata that is not a mapping", id="list metadata"),
+        pytest.param("returns_bad_metadata", "metadata of type list; expected a mapping", id="list metadata"),
         pytest.param("returns_coroutine", "declare it `async def`", id="sync function returning a coroutine"),
     ],
 )
