@@ -6,14 +6,18 @@ clients) connects with :func:`connection_options`, so a security setting is writ
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 
+from stream_service import fetch_records
 from stream_service.settings import Config
 
 PRODUCER_BATCH_BYTES = 256 * 1024  # per-partition produce batch; the 16 KiB default caps throughput
+PRODUCER_STOP_TIMEOUT_S = 5.0  # a graceful stop (flush) gets this long, then the producer is torn down
 TOOLS_CLIENT_SUFFIX = "-tools"  # the tools' client.id, so broker logs tell them from the service
 
 
@@ -38,7 +42,9 @@ def connection_options(config: Config) -> dict[str, Any]:
 
 
 def tools_options(config: Config) -> dict[str, Any]:
-    """:func:`connection_options` with the tools' own ``client_id``."""
+    """:func:`connection_options` with the tools' own ``client_id``; the tools' consumers read any
+    record too (see :mod:`stream_service.fetch_records`)."""
+    fetch_records.install()
     options = connection_options(config)
     options["client_id"] = config.kafka.client_id + TOOLS_CLIENT_SUFFIX
     return options
@@ -46,7 +52,9 @@ def tools_options(config: Config) -> dict[str, Any]:
 
 def service_consumer(config: Config) -> AIOKafkaConsumer:
     """The group member: manual commits, reads a new group's backlog from the start, and only
-    committed data of transactional producers."""
+    committed data of transactional producers. No fetched record can stop it (see
+    :mod:`stream_service.fetch_records`)."""
+    fetch_records.install()
     k = config.kafka
     return AIOKafkaConsumer(
         group_id=config.topics.group_id,
@@ -71,6 +79,51 @@ def service_producer(config: Config) -> AIOKafkaProducer:
         enable_idempotence=True,
         linger_ms=k.producer_linger_ms,
         max_request_size=k.producer_max_request_size,
-        max_batch_size=PRODUCER_BATCH_BYTES,
+        # a batch the client builds must fit one request: send_batch does not check it
+        max_batch_size=min(PRODUCER_BATCH_BYTES, k.producer_max_request_size),
         **connection_options(config),
     )
+
+
+async def start_producer(config: Config) -> AIOKafkaProducer:
+    """A new :func:`service_producer`, started; one that fails to start is closed, not leaked."""
+    producer = service_producer(config)
+    try:
+        async with asyncio.timeout(config.kafka.startup_timeout_s):
+            await producer.start()
+    except BaseException:
+        await close_producer(producer)
+        raise
+    return producer
+
+
+async def close_producer(producer: Any, timeout_s: float = PRODUCER_STOP_TIMEOUT_S) -> None:
+    """Stop ``producer``: flush within ``timeout_s``, else tear it down so that nothing of it runs on.
+
+    aiokafka's ``stop()`` waits for the flush of every pending batch; with the brokers down it
+    waits until cancelled and leaves its sender task running, which may deliver the batches it
+    holds much later (duplicates of outputs already sent again by a replacement). Here the sender
+    is cancelled, its batches are failed and its connections closed.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            await producer.stop()
+    except (KafkaError, OSError, TimeoutError):
+        pass
+    else:
+        return
+    sender = getattr(producer, "_sender", None)
+    task = getattr(sender, "sender_task", None)
+    if task is not None and not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=timeout_s)
+    accumulator = getattr(producer, "_message_accumulator", None)
+    if accumulator is not None:
+        accumulator.fail_all(KafkaError("the producer was closed"))
+    client = getattr(producer, "client", None)
+    if client is not None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await client.close()
+        except (KafkaError, OSError, TimeoutError):
+            pass  # its sockets go with the object

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 from contextlib import suppress
 from typing import Any
@@ -10,12 +11,12 @@ from typing import Any
 import structlog
 from aiokafka.errors import KafkaError
 
+from stream_service.clients import close_producer
 from stream_service.config import Config, redacted
 from stream_service.errors import StartupError
 from stream_service.exit_codes import ExitCode
 from stream_service.observability import audit
 from stream_service.observability.metrics import Metrics
-from stream_service.pipeline.execute import ProcessExecutor
 from stream_service.pipeline.rebalance import RebalanceListener
 from stream_service.wiring import ServiceParts, build_service
 
@@ -98,8 +99,7 @@ class Service:
         parts = self.parts = build_service(cfg, self.readiness)  # PluginError is a startup error too
         try:
             await self._start_clients(parts.consumer, parts.producer)
-            if isinstance(parts.executor, ProcessExecutor):
-                await parts.executor.warm_up()
+            await parts.executor.warm_up()
             if parts.ops is not None:
                 self.ops_port = await parts.ops.start()
                 self.log.info("ops.listening", port=self.ops_port)
@@ -157,7 +157,11 @@ class Service:
 
     async def _close(self, parts: ServiceParts) -> None:
         # Each step is bounded so a dead broker cannot hold the exit forever.
-        steps = [parts.consumer.stop, parts.producer.stop, parts.executor.aclose]
+        steps = [
+            parts.consumer.stop,
+            functools.partial(close_producer, parts.producer),
+            parts.executor.aclose,
+        ]
         if parts.ops is not None:
             steps.append(parts.ops.close)
         for step in steps:

@@ -10,8 +10,8 @@ from stream_service.messages import ErrorRecord, Result
 from stream_service.observability import audit
 from stream_service.observability.metrics import Metrics
 from stream_service.pipeline.decode import DecodeFailure
+from stream_service.pipeline.encode import OutputEncoder, OutRecord
 from stream_service.pipeline.execute import Outcome
-from stream_service.pipeline.publish import OutputEncoder, OutRecord
 from stream_service.pipeline.work import WorkItem
 from stream_service.processors.base import Output
 

@@ -12,8 +12,8 @@ from typing import NamedTuple
 
 from stream_service.observability.metrics import Metrics
 from stream_service.pipeline.answer import Answers
+from stream_service.pipeline.encode import OutRecord
 from stream_service.pipeline.execute import Outcome
-from stream_service.pipeline.publish import OutRecord
 from stream_service.pipeline.work import WorkItem
 from stream_service.processors.cache import CacheBackend
 

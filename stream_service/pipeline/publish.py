@@ -1,4 +1,4 @@
-"""Publish: encode results and errors with lineage headers, send them, and await their acknowledgement."""
+"""Publish: send output records and await their acknowledgement, whatever Kafka answers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import msgspec
 import structlog
 from aiokafka.errors import (
     InvalidProducerEpoch,
@@ -22,25 +21,10 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import DefaultPartitioner
 
-from stream_service.errors import OutputTooLarge
-from stream_service.messages import ErrorRecord, Result
-from stream_service.pipeline.work import WorkItem
-from stream_service.wire import (
-    CONTENT_TYPE,
-    CONTENT_TYPES,
-    REQUEST_ID,
-    SOURCE_OFFSET,
-    SOURCE_PARTITION,
-    SOURCE_TOPIC,
-    TENANT,
-    Encoding,
-)
-
-Headers = list[tuple[str, bytes]]
+from stream_service.pipeline.encode import OutputEncoder, OutRecord
 
 PUBLISH_BACKOFF_INITIAL_S = 0.2
 PUBLISH_BACKOFF_MAX_S = 5.0
-PRODUCER_STOP_TIMEOUT_S = 5.0
 RETRY_LOG_INTERVAL_S = 1.0  # at most one publish.retry line per interval
 RENEW_AFTER_FAILED_ROUNDS = 4  # consecutive failed rounds of one batch before the producer is replaced
 
@@ -50,107 +34,11 @@ TOO_LARGE_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
 DEFAULT_ACK_TIMEOUT_S = 90.0  # beyond the producer's own request timeout: it should have answered
 BATCHED_MIN_RECORDS = 64  # records for one partition worth a batch of their own
 BATCHED_RECORD_MAX_BYTES = 64 * 1024  # larger outputs are sent one by one (an oversized one fails alone)
+RECORD_OVERHEAD_BYTES = 64  # what a record adds to a batch beyond its key, value and headers (about)
+MIN_BATCH_CAP_BYTES = 1024  # the batch size cap never falls below this
 
-
-class OutRecord:
-    """One record to publish: where, what, and the lineage that ties it to its input."""
-
-    __slots__ = ("topic", "key", "value", "headers", "item", "error_type", "outcome")
-
-    def __init__(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes,
-        headers: Headers,
-        item: WorkItem,
-        error_type: str | None = None,
-    ):
-        self.topic = topic
-        self.error_type = error_type  # None for a Result
-        self.outcome = "success" if error_type is None else "error"  # or "cached", set by the encoder
-        self.key = key
-        self.value = value
-        self.headers = headers
-        self.item = item
-
-
-class OutputEncoder:
-    """Turns outcomes into :class:`OutRecord` s: results keyed by request id, errors beside them.
-
-    Every record carries ``source-topic``, ``source-partition``, ``source-offset`` and
-    ``content-type``, plus ``request-id`` and ``tenant`` when known, so any output can be traced
-    to its input and every input proven answered.
-    """
-
-    def __init__(self, *, results_topic: str, errors_topic: str, encoding: Encoding) -> None:
-        self.results_topic = results_topic
-        self.errors_topic = errors_topic
-        self._encode: Callable[[Any], bytes] = (
-            msgspec.json.Encoder().encode if encoding == "json" else msgspec.msgpack.Encoder().encode
-        )
-        self._content_type = CONTENT_TYPES[encoding].encode()
-        self._tenants: dict[str, tuple[str, bytes]] = {}  # tenant -> its header, built once
-        self._prefixes: dict[tuple[str, int], Headers] = {}  # input partition -> its lineage headers
-
-    def headers(self, item: WorkItem, request_id: str | None, tenant: str | None) -> Headers:
-        # Hot path (once per output): the per-partition headers are built once per partition.
-        state = item.state
-        where = (state.topic, state.partition)
-        prefix = self._prefixes.get(where)
-        if prefix is None:
-            prefix = self._prefixes[where] = [
-                (SOURCE_TOPIC, state.topic.encode()),
-                (SOURCE_PARTITION, b"%d" % state.partition),
-                (CONTENT_TYPE, self._content_type),
-            ]
-        headers = prefix + [(SOURCE_OFFSET, b"%d" % item.offset)]
-        if request_id is not None:
-            headers.append((REQUEST_ID, request_id.encode()))
-        if tenant is not None:
-            header = self._tenants.get(tenant)
-            if header is None:
-                header = self._tenants[tenant] = (TENANT, tenant.encode())
-            headers.append(header)
-        return headers
-
-    def result(self, item: WorkItem, result: Result) -> OutRecord:
-        key = result.id.encode()
-        rec = OutRecord(
-            self.results_topic, key, self._encode(result), self.headers(item, result.id, result.tenant), item
-        )
-        if result.cached:
-            rec.outcome = "cached"
-        return rec
-
-    def error(self, item: WorkItem, record: ErrorRecord) -> OutRecord:
-        key = record.id.encode() if record.id is not None else None
-        return OutRecord(
-            self.errors_topic,
-            key,
-            self._encode(record),
-            self.headers(item, record.id, record.tenant),
-            item,
-            record.error_type,
-        )
-
-    def too_large(self, out: OutRecord, limit_bytes: int) -> OutRecord:
-        """A small ErrorRecord standing in for an output the producer refused as too large."""
-        req = out.item.request
-        error = OutputTooLarge(
-            f"the {out.topic} record is {len(out.value)} bytes, over kafka.producer_max_request_size="
-            f"{limit_bytes}; shorten the output or raise the limit (and the topic's max.message.bytes)"
-        )
-        record = ErrorRecord(
-            id=req.id if req else None,
-            error=str(error),
-            error_type=error.error_type,
-            attempts=1,
-            tenant=req.tenant if req else None,
-            profile_name=req.profile_name if req else None,
-            metadata=req.metadata if req else {},
-        )
-        return self.error(out.item, record)
+SendResult = asyncio.Future[Any] | BaseException
+Close = Callable[[Any], Awaitable[None]]
 
 
 class Publisher:
@@ -159,13 +47,23 @@ class Publisher:
     Guarantees: :meth:`publish` returns when all records are acknowledged (acks=all with an
     idempotent producer), so offsets may then be committed. Failed sends are retried with
     backoff for as long as it takes; meanwhile the caller's work stays in flight, which is the
-    back-pressure that stalls consumption when the output cannot be written. A record larger
-    than the producer or the topic accepts is replaced by a small ``too_large`` ErrorRecord.
+    back-pressure that stalls consumption when the output cannot be written.
+
+    Too large: a record is declared too large only when it was refused on its own (by the
+    client's ``max_request_size`` check, or by the broker in a batch of its own); it is then
+    replaced by a small ``too_large`` ErrorRecord, and that one, if refused too, by the minimal
+    one (id and error type). When the broker refuses a whole batch as too large, its records are
+    sent again one per batch, and later batches are kept under the refused size. Only a topic
+    that refuses even the minimal record (a ``max.message.bytes`` of a few hundred bytes) stalls,
+    with a ``publish.unpublishable`` error line: an output is never dropped.
 
     An idempotent aiokafka producer cannot recover from a broken sequence (for example
     ``OutOfOrderSequenceNumber`` after a broker restart lost its last batches): its sender stops
     for good. When that happens, or sends keep failing, the publisher replaces the producer
-    with a fresh one (a new producer id) and resends -- at least once, never lost.
+    with a fresh one (a new producer id) and resends -- at least once, never lost. A
+    replacement that cannot start (the brokers are down) is tried again after the next failed
+    round; the service keeps running. The replaced producer is closed with ``close``, which
+    must not leave anything of it running.
     """
 
     def __init__(
@@ -175,13 +73,19 @@ class Publisher:
         *,
         max_request_size: int,
         renew: Callable[[], Awaitable[Any]] | None = None,
+        close: Close | None = None,
         ack_timeout_s: float = DEFAULT_ACK_TIMEOUT_S,
+        on_failed: Callable[[int], None] | None = None,
+        on_renewed: Callable[[], None] | None = None,
     ) -> None:
         self.producer = producer
         self._encoder = encoder
         self._max_request_size = max_request_size
         self._renew = renew
+        self._close = close
         self._ack_timeout_s = ack_timeout_s
+        self._on_failed = on_failed
+        self._on_renewed = on_renewed
         self._renewing = asyncio.Lock()
         self._rng = random.Random()
         self._log = structlog.get_logger("stream_service.publish")
@@ -190,11 +94,20 @@ class Publisher:
         self._held_back = 0  # records retried since the last publish.retry line
         self._partitions: dict[str, list[int]] = {}  # topic -> partition ids, for batched sends
         self._partitioner = DefaultPartitioner()
+        self.batch_cap_bytes = max_request_size  # lowered when the broker refuses a batch as too large
 
-    def _shrink(self, rec: OutRecord) -> None:
-        small = self._encoder.too_large(rec, self._max_request_size)
+    def _shrink(self, rec: OutRecord) -> bool:
+        """Replace a record refused on its own; False when it is minimal already (it cannot shrink)."""
+        if rec.minimal:
+            return False
+        if rec.error_type == "too_large":
+            item = rec.item
+            small = self._encoder.minimal(item, item.request.id if item.request else None, "too_large")
+        else:
+            small = self._encoder.too_large(rec, self._max_request_size)
         rec.topic, rec.key, rec.value, rec.headers = small.topic, small.key, small.value, small.headers
-        rec.error_type, rec.outcome = small.error_type, small.outcome
+        rec.error_type, rec.outcome, rec.minimal = small.error_type, small.outcome, small.minimal
+        return True
 
     async def _renew_producer(self, broken: Any, error: BaseException | None) -> None:
         if self._renew is None:
@@ -203,60 +116,86 @@ class Publisher:
             if self.producer is not broken:
                 return  # another batch already replaced it
             self._log.warning("producer.renew", error=f"{type(error).__name__}: {error}")
-            self.producer = await self._renew()
             try:
-                async with asyncio.timeout(PRODUCER_STOP_TIMEOUT_S):
-                    await broken.stop()
-            except (KafkaError, OSError, TimeoutError):
-                pass  # it is broken already; its unsent batches are resent by us
+                fresh = await self._renew()
+            except (KafkaError, OSError, TimeoutError) as exc:
+                # The brokers are still out of reach: keep the old one, try again after a round.
+                self._log.warning("producer.renew_failed", error=f"{type(exc).__name__}: {exc}")
+                return
+            self.producer = fresh
+            if self._on_renewed is not None:
+                self._on_renewed()
+            if self._close is not None:
+                await self._close(broken)  # its unsent batches are sent again by us
 
-    async def _send_one(
-        self, producer: Any, rec: OutRecord, partition: int | None = None
-    ) -> asyncio.Future[Any] | BaseException:
+    async def _send_one(self, producer: Any, rec: OutRecord, partition: int | None = None) -> SendResult:
         send = producer.send
         try:
             # ``partition`` when already chosen by the same partitioner: saves hashing the key twice
             fut: asyncio.Future[Any] = await send(
                 rec.topic, rec.value, key=rec.key, headers=rec.headers, partition=partition
             )
-        except MessageSizeTooLargeError:
-            self._shrink(rec)  # over the producer's own max_request_size
-            try:
-                fut = await send(rec.topic, rec.value, key=rec.key, headers=rec.headers)
-            except KafkaError as exc:
-                error: BaseException = exc
+        except MessageSizeTooLargeError as exc:
+            error: BaseException = exc
+            if not self._shrink(rec):  # over the producer's own max_request_size
                 return error
+            return await self._send_one(producer, rec)
         except KafkaError as exc:  # e.g. metadata for the topic not available in time
             error = exc
             return error
         return fut
 
-    async def _send_batched(
-        self, producer: Any, records: Sequence[OutRecord]
-    ) -> list[asyncio.Future[Any] | BaseException]:
+    async def _send_alone(self, producer: Any, rec: OutRecord) -> SendResult:
+        """Send ``rec`` in a batch of its own, so a refusal as too large is about it alone."""
+        if not hasattr(producer, "create_batch"):
+            return await self._send_one(producer, rec)
+        parts = await self._partitions_of(producer, rec.topic)
+        if isinstance(parts, BaseException):
+            return parts
+        batch = producer.create_batch()
+        if batch.append(key=rec.key, value=rec.value, timestamp=None, headers=rec.headers) is None:
+            return await self._send_one(producer, rec)  # larger than a batch: the client's check decides
+        try:
+            fut: asyncio.Future[Any] = await producer.send_batch(
+                batch, rec.topic, partition=self._partitioner(rec.key, parts, parts)
+            )
+        except KafkaError as exc:
+            error: BaseException = exc
+            return error
+        return fut
+
+    async def _partitions_of(self, producer: Any, topic: str) -> list[int] | BaseException:
+        parts = self._partitions.get(topic)
+        if parts is None:
+            try:
+                parts = self._partitions[topic] = sorted(await producer.partitions_for(topic))
+            except KafkaError as exc:
+                error: BaseException = exc
+                return error
+        return parts
+
+    async def _send_batched(self, producer: Any, records: Sequence[OutRecord]) -> list[SendResult]:
         """Send records as whole per-partition batches: one future per batch, not per record.
 
         Partitions are chosen as the producer would (murmur2 of the key), so results keyed by
         request id land where any Kafka client would put them. Records larger than
         ``BATCHED_RECORD_MAX_BYTES`` go one by one, so an oversized one fails alone, and so do
         partitions with fewer than ``BATCHED_MIN_RECORDS`` records: aiokafka queues a submitted
-        batch behind the partition's pending one, which only pays off for large groups.
+        batch behind the partition's pending one, which only pays off for large groups. A batch
+        is closed before it passes ``batch_cap_bytes``.
         """
-        out: list[asyncio.Future[Any] | BaseException | None] = [None] * len(records)
+        out: list[SendResult | None] = [None] * len(records)
         groups: dict[tuple[str, int], list[int]] = {}
         partitioner = self._partitioner
         for i, rec in enumerate(records):
-            parts = self._partitions.get(rec.topic)
-            if parts is None:
-                try:
-                    parts = self._partitions[rec.topic] = sorted(await producer.partitions_for(rec.topic))
-                except KafkaError as exc:
-                    out[i] = exc
-                    continue
-            if len(rec.value) > BATCHED_RECORD_MAX_BYTES:
+            parts = await self._partitions_of(producer, rec.topic)
+            if isinstance(parts, BaseException):
+                out[i] = parts
+            elif len(rec.value) > BATCHED_RECORD_MAX_BYTES:
                 out[i] = await self._send_one(producer, rec)
-                continue
-            groups.setdefault((rec.topic, partitioner(rec.key, parts, parts)), []).append(i)
+            else:
+                groups.setdefault((rec.topic, partitioner(rec.key, parts, parts)), []).append(i)
+        cap = self.batch_cap_bytes
         for (topic, partition), indexes in groups.items():
             if len(indexes) < BATCHED_MIN_RECORDS:
                 # A few records: append them to the producer's open batch for the partition
@@ -268,7 +207,11 @@ class Publisher:
             members: list[int] = []
             for i in indexes:
                 rec = records[i]
-                if batch.append(key=rec.key, value=rec.value, timestamp=None, headers=rec.headers) is None:
+                full = members and batch.size() + len(rec.value) + RECORD_OVERHEAD_BYTES > cap
+                if (
+                    full
+                    or batch.append(key=rec.key, value=rec.value, timestamp=None, headers=rec.headers) is None
+                ):
                     await self._submit(producer, batch, topic, partition, members, out)
                     batch, members = producer.create_batch(), []
                     batch.append(key=rec.key, value=rec.value, timestamp=None, headers=rec.headers)
@@ -283,11 +226,11 @@ class Publisher:
         topic: str,
         partition: int,
         members: list[int],
-        out: list[asyncio.Future[Any] | BaseException | None],
+        out: list[SendResult | None],
     ) -> None:
         if not members:
             return
-        result: asyncio.Future[Any] | BaseException
+        result: SendResult
         try:
             result = await producer.send_batch(batch, topic, partition=partition)
         except KafkaError as exc:
@@ -312,53 +255,106 @@ class Publisher:
 
     async def publish(self, records: Sequence[OutRecord]) -> None:
         pending = list(records)
+        alone: set[int] = set()  # ids of records to send in a batch of their own
         backoff = PUBLISH_BACKOFF_INITIAL_S
         failed_rounds = 0
         while pending:
             producer = self.producer
-            futures: list[asyncio.Future[Any] | BaseException] = []
-            if failed_rounds == 0 and hasattr(producer, "create_batch"):
+            if failed_rounds == 0 and not alone and hasattr(producer, "create_batch"):
                 futures = await self._send_batched(producer, pending)
             else:
-                # Retries go through send(), one future per record: the client refuses a record over
-                # its max_request_size alone. (It still batches records per partition on the wire.)
-                futures = [await self._send_one(producer, rec) for rec in pending]
-            unique = list({id(f): f for f in futures if isinstance(f, asyncio.Future)}.values())
-            done = await self._acknowledgements(unique)
+                futures = [
+                    await (
+                        self._send_alone(producer, rec) if id(rec) in alone else self._send_one(producer, rec)
+                    )
+                    for rec in pending
+                ]
+            sent_alone, alone = alone, set()
+            unique = {id(f): f for f in futures if isinstance(f, asyncio.Future)}
+            done = await self._acknowledgements(list(unique.values()))
+            shared = _shared(pending, futures)
             failed: list[OutRecord] = []
             first_error: BaseException | None = None
-            fatal = False
+            fatal = too_large_only = False
             for rec, f in zip(pending, futures, strict=True):
                 outcome = f if isinstance(f, BaseException) else done[id(f)]
-                if isinstance(outcome, BaseException):
-                    if isinstance(outcome, asyncio.CancelledError):
-                        raise outcome
-                    if isinstance(outcome, TOO_LARGE_ERRORS) and rec.error_type != "too_large":
-                        self._shrink(rec)  # the broker (topic max.message.bytes) refused it
-                    fatal = fatal or isinstance(outcome, FATAL_PRODUCER_ERRORS)
-                    failed.append(rec)
-                    first_error = first_error or outcome
+                if not isinstance(outcome, BaseException):
+                    continue
+                if isinstance(outcome, asyncio.CancelledError):
+                    raise outcome
+                failed.append(rec)
+                if isinstance(outcome, TOO_LARGE_ERRORS):
+                    self._too_large(rec, f, shared.get(id(f)), sent_alone, alone)
+                    continue
+                fatal = fatal or isinstance(outcome, FATAL_PRODUCER_ERRORS)
+                first_error = first_error or outcome
             if not failed:
                 return
-            self.failures += len(failed)
+            pending = failed
+            too_large_only = first_error is None
+            if too_large_only:
+                continue  # sent again at once: alone, or replaced by a smaller record
             failed_rounds += 1
-            self._held_back += len(failed)
-            now = time.monotonic()
-            if now - self._last_retry_log >= RETRY_LOG_INTERVAL_S:
-                # Every batch in flight fails at once in an outage: one line per interval, with
-                # the count of records retried since the last line, instead of one per batch.
-                self._last_retry_log = now
-                self._log.warning(
-                    "publish.retry",
-                    records=self._held_back,
-                    topic=failed[0].topic,
-                    error=f"{type(first_error).__name__}: {first_error}",
-                    backoff_s=round(backoff, 3),
-                )
-                self._held_back = 0
+            self._retrying(failed, first_error, backoff)
             if fatal or failed_rounds >= RENEW_AFTER_FAILED_ROUNDS:
                 await self._renew_producer(producer, first_error)
                 failed_rounds = 0
             await asyncio.sleep(self._rng.uniform(backoff / 2, backoff))  # backoff, not synchronisation
             backoff = min(PUBLISH_BACKOFF_MAX_S, backoff * 2)
-            pending = failed
+
+    def _too_large(
+        self, rec: OutRecord, sent: SendResult, batch_bytes: int | None, sent_alone: set[int], alone: set[int]
+    ) -> None:
+        """Refused as too large: send it alone next, or, when it was alone, replace it.
+
+        ``batch_bytes`` is the size of the batch it was refused in, None when it was not in one
+        of ours (``send()`` may still have batched it with others on the wire)."""
+        if batch_bytes is not None or (id(rec) not in sent_alone and hasattr(self.producer, "create_batch")):
+            alone.add(id(rec))  # refused with others: the refusal may not be about it
+            if batch_bytes is not None:
+                self._lower_cap(batch_bytes)
+            return
+        if not self._shrink(rec):
+            self._log.error(
+                "publish.unpublishable",
+                topic=rec.topic,
+                bytes=len(rec.value),
+                hint="the topic refuses even a minimal record: raise its max.message.bytes",
+            )
+
+    def _lower_cap(self, refused_bytes: int) -> None:
+        """Keep later batches under half of what the broker refused."""
+        cap = max(MIN_BATCH_CAP_BYTES, refused_bytes // 2)
+        if cap < self.batch_cap_bytes:
+            self.batch_cap_bytes = cap
+            self._log.warning("publish.batch_cap_lowered", batch_cap_bytes=cap)
+
+    def _retrying(self, failed: list[OutRecord], error: BaseException | None, backoff: float) -> None:
+        self.failures += len(failed)
+        if self._on_failed is not None:
+            self._on_failed(len(failed))
+        self._held_back += len(failed)
+        now = time.monotonic()
+        if now - self._last_retry_log >= RETRY_LOG_INTERVAL_S:
+            # Every batch in flight fails at once in an outage: one line per interval, with
+            # the count of records retried since the last line, instead of one per batch.
+            self._last_retry_log = now
+            self._log.warning(
+                "publish.retry",
+                records=self._held_back,
+                topic=failed[0].topic,
+                error=f"{type(error).__name__}: {error}",
+                backoff_s=round(backoff, 3),
+            )
+            self._held_back = 0
+
+
+def _shared(records: Sequence[OutRecord], futures: Sequence[SendResult]) -> dict[int, int]:
+    """The futures that stand for more than one record (whole batches): id -> the batch's bytes."""
+    count: dict[int, int] = {}
+    size: dict[int, int] = {}
+    for rec, f in zip(records, futures, strict=True):
+        if isinstance(f, asyncio.Future):
+            count[id(f)] = count.get(id(f), 0) + 1
+            size[id(f)] = size.get(id(f), 0) + len(rec.value) + RECORD_OVERHEAD_BYTES
+    return {key: size[key] for key, n in count.items() if n > 1}

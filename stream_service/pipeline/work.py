@@ -11,6 +11,7 @@ from stream_service.pipeline.order import KeyGate
 if TYPE_CHECKING:
     from stream_service.messages import Request
     from stream_service.pipeline.decode import DecodeFailure
+    from stream_service.pipeline.encode import OutRecord
 
 
 class PartitionState:
@@ -58,6 +59,7 @@ class WorkItem:
         "gated",
         "scheduled",
         "running",
+        "answer",
     )
 
     def __init__(
@@ -83,3 +85,4 @@ class WorkItem:
         self.gated = False  # holds its key gate; must release it when done
         self.scheduled = False  # went through the scheduler; holds a tenant in-flight slot
         self.running = False  # left the queue: dispatched, or answered without running
+        self.answer: OutRecord | None = None  # answered without running (bad input, over quota)

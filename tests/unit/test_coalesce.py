@@ -11,8 +11,8 @@ from stream_service.messages import Request
 from stream_service.observability.metrics import Metrics
 from stream_service.pipeline.answer import Answers
 from stream_service.pipeline.coalesce import Coalescer, Route
+from stream_service.pipeline.encode import OutputEncoder, OutRecord
 from stream_service.pipeline.execute import Outcome
-from stream_service.pipeline.publish import OutputEncoder, OutRecord
 from stream_service.pipeline.work import PartitionState, WorkItem
 from stream_service.processors.base import Output
 from stream_service.processors.cache import ResultCache

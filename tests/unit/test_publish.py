@@ -10,7 +10,8 @@ from aiokafka.errors import KafkaConnectionError, NotLeaderForPartitionError
 
 from stream_service.messages import ErrorRecord, Request, Result
 from stream_service.pipeline import publish
-from stream_service.pipeline.publish import OutputEncoder, OutRecord, Publisher
+from stream_service.pipeline.encode import OutputEncoder, OutRecord
+from stream_service.pipeline.publish import Publisher
 from stream_service.pipeline.work import PartitionState, WorkItem
 from tests.fakes import FakeProducer
 
