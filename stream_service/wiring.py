@@ -17,6 +17,7 @@ import structlog
 
 from stream_service import clients
 from stream_service.engine import Engine, EngineParts
+from stream_service.errors import ConfigError
 from stream_service.observability import audit
 from stream_service.observability.completion import CompletionReport
 from stream_service.observability.endpoints import OpsServer, Readiness
@@ -29,14 +30,17 @@ from stream_service.pipeline.commit import CommitLoop, CommitPolicy, Committer, 
 from stream_service.pipeline.consume import BackPressurePolicy, PollLoop
 from stream_service.pipeline.decode import RequestDecoder
 from stream_service.pipeline.dispatch import Dispatcher
-from stream_service.pipeline.execute import Executor, build_executor
+from stream_service.pipeline.encode import OutputEncoder
+from stream_service.pipeline.execute import AsyncExecutor, Executor
+from stream_service.pipeline.execute_processes import ProcessExecutor
+from stream_service.pipeline.execute_threads import ThreadExecutor
 from stream_service.pipeline.ledger import Ledger
-from stream_service.pipeline.publish import OutputEncoder, Publisher
+from stream_service.pipeline.publish import Publisher
 from stream_service.pipeline.quota import TenantQuota
 from stream_service.pipeline.retry import RetryPolicy
 from stream_service.pipeline.schedule import FairScheduler, SchedulerPolicy
 from stream_service.processors.cache import CacheBackend, ResultCache
-from stream_service.processors.loader import ProcessorSpec, load_processor
+from stream_service.processors.loader import LoadedProcessor, ProcessorSpec, load_processor
 from stream_service.settings import Config
 
 
@@ -82,6 +86,7 @@ def build_engine(
         encoder,
         max_request_size=config.kafka.producer_max_request_size,
         renew=renew_producer,
+        close=clients.close_producer,
         # the producer fails a batch after request_timeout_ms; allow it that twice, plus linger
         ack_timeout_s=2 * config.kafka.request_timeout_ms / 1000 + 1.0,
     )
@@ -157,11 +162,6 @@ def build_service(config: Config, readiness: Readiness) -> ServiceParts:
     metrics = Metrics(enabled=config.observability.metrics)
     consumer = clients.service_consumer(config)
 
-    async def renew_producer() -> Any:
-        fresh = clients.service_producer(config)
-        await fresh.start()
-        return fresh
-
     executor = build_executor(
         config.executor.kind,
         processor=processor,
@@ -190,7 +190,7 @@ def build_service(config: Config, readiness: Readiness) -> ServiceParts:
         decoder=decoder,
         metrics=metrics,
         cache=cache,
-        renew_producer=renew_producer,
+        renew_producer=functools.partial(clients.start_producer, config),
     )
     obs = config.observability
     ops = (
@@ -199,3 +199,24 @@ def build_service(config: Config, readiness: Readiness) -> ServiceParts:
         else None
     )
     return ServiceParts(consumer, executor, metrics, engine, ops)
+
+
+def build_executor(
+    kind: str,
+    *,
+    processor: LoadedProcessor,
+    spec: ProcessorSpec,
+    retry: RetryPolicy,
+    timeout_s: float,
+    concurrency: int,
+    workers: int,
+) -> Executor:
+    """The executor named by ``executor.kind``. With ``async``, a sync processor that may block
+    (any plugin) runs on ``workers`` threads instead of on the event loop."""
+    if kind == "async" and (processor.is_async or processor.inline):
+        return AsyncExecutor(processor, retry, timeout_s, concurrency)
+    if kind in ("async", "thread"):
+        return ThreadExecutor(processor, retry, timeout_s, workers)
+    if kind == "process":
+        return ProcessExecutor(spec, retry, timeout_s, workers)
+    raise ConfigError(f"invalid setting executor.kind = {kind!r}: expected async, thread or process")

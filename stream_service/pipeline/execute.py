@@ -2,32 +2,32 @@
 
 Three kinds share one retry loop (:meth:`Executor.run`) and differ in how one attempt runs:
 
-- ``async``: async processors run as coroutines, at most ``concurrency`` requests at once; a
-  sync processor runs inline on the event loop, one batch at a time (the adaptive batch size
-  keeps a batch near its target time, so the poll loop is never starved for long);
-- ``thread``: whole batches run in a thread pool of ``workers`` threads;
-- ``process``: whole batches go to a process pool of ``workers`` processes (one pickle round
-  trip per batch, not per request). A worker that dies is replaced and its batch retried one
-  request at a time, so one poison request cannot fail its neighbours.
+- ``async`` (here): async processors run as coroutines, at most ``concurrency`` requests at
+  once; the built-in sync processors (echo, resonance: CPU-bound and bounded by the prompt
+  limit) run inline on the event loop, one batch at a time (the adaptive batch size keeps a
+  batch near its target time). A sync plugin, which may block or hang, never runs on the loop:
+  with ``executor.kind = async`` it gets the thread executor;
+- ``thread`` (:mod:`~stream_service.pipeline.execute_threads`): whole batches on worker threads;
+- ``process`` (:mod:`~stream_service.pipeline.execute_processes`): whole batches in worker
+  processes (one pickle round trip per batch, not per request).
+
+Every attempt has one deadline, ``executor.request_timeout_s``, whatever the batch length. A
+crash or hang takes its whole batch down, so its requests are retried one at a time: only the
+request that causes it keeps failing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextvars
-import multiprocessing
 import random
 import time
 from collections.abc import Sequence
-from concurrent.futures.process import BrokenProcessPool
-from typing import Any
 
-from stream_service.errors import ConfigError, ProcessingTimeout, RequestError, WorkerCrashed, classify
+from stream_service.errors import ProcessingTimeout, RequestError, WorkerCrashed, classify
 from stream_service.messages import Request
 from stream_service.pipeline.retry import RetryPolicy
 from stream_service.processors.base import Output
-from stream_service.processors.loader import LoadedProcessor, ProcessorSpec, worker_call, worker_init
+from stream_service.processors.loader import LoadedProcessor
 
 AttemptResult = Output | BaseException
 
@@ -78,6 +78,9 @@ class Executor:
 
     async def aclose(self) -> None:
         """Release pools and processor resources."""
+
+    async def warm_up(self) -> None:
+        """Get ready before the first batch (start worker processes); nothing by default."""
 
     def acquire(self, n: int) -> None:
         """Claim capacity for a batch of ``n`` requests, at dispatch time (before it runs);
@@ -178,10 +181,11 @@ class AsyncExecutor(Executor):
             return p.call_sync(requests)
         if p.is_batch:
             try:
-                async with asyncio.timeout(self.timeout_s * max(1, len(requests))):
+                async with asyncio.timeout(self.timeout_s):
                     return await p.call_async_batch(requests)
             except TimeoutError:
-                return [ProcessingTimeout("batch processor timed out")] * len(requests)
+                timeout = f"batch processor took longer than executor.request_timeout_s={self.timeout_s}"
+                return [ProcessingTimeout(timeout)] * len(requests)
             except Exception as exc:  # noqa: BLE001
                 return [exc] * len(requests)
         # Every request of the attempt starts now, so one deadline serves them all: requests still
@@ -198,144 +202,3 @@ class AsyncExecutor(Executor):
 
     async def aclose(self) -> None:
         await self.processor.aclose()
-
-
-class ThreadExecutor(Executor):
-    """Whole batches in a pool of ``workers`` threads (for sync processors that release the GIL)."""
-
-    def __init__(self, processor: LoadedProcessor, retry: RetryPolicy, timeout_s: float, workers: int):
-        super().__init__(retry, timeout_s)
-        if processor.is_async:
-            raise ConfigError(
-                "invalid setting executor.kind = thread: the processor is async; use executor.kind = async"
-            )
-        self.processor = processor
-        self.workers = workers
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            workers, thread_name_prefix="stream-service-worker"
-        )
-
-    def _slots(self, n: int) -> int:
-        return 1  # one batch per thread
-
-    def free(self) -> int:
-        return (1 << 30) if self._running < self.workers * 2 else 0
-
-    async def _attempt(
-        self, requests: Sequence[Request], *, isolate: bool, ticket: list[int]
-    ) -> list[AttemptResult]:
-        loop = asyncio.get_running_loop()
-        ctx = contextvars.copy_context()  # run_in_executor does not carry contextvars by itself
-        future = loop.run_in_executor(self._pool, ctx.run, self.processor.call_sync, list(requests))
-        try:
-            async with asyncio.timeout(self.timeout_s * max(1, len(requests))):
-                return await future
-        except TimeoutError:
-            # A thread cannot be stopped; its late answer is discarded.
-            return [ProcessingTimeout("batch exceeded its time budget in the thread pool")] * len(requests)
-
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
-        await self.processor.aclose()
-
-
-class ProcessExecutor(Executor):
-    """Whole batches in ``workers`` single-process pools, each loading the processor once.
-
-    One pool per worker, because a dying worker breaks its whole ``ProcessPoolExecutor``: this
-    way a crash or a hang past the batch's time budget costs only the batch on that worker. The
-    broken pool is replaced and the batch retried one request at a time, so only the request
-    that causes the failure keeps failing.
-    """
-
-    def __init__(self, spec: ProcessorSpec, retry: RetryPolicy, timeout_s: float, workers: int):
-        super().__init__(retry, timeout_s)
-        self.spec = spec
-        self.workers = workers
-        self._pools = [self._new_pool() for _ in range(workers)]
-        self._busy = [False] * workers
-        self._cold = [True] * workers  # not started yet: its start-up must not count against a batch
-
-    def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
-        # spawn: a fork of a process running an event loop and client sockets is not safe.
-        ctx = multiprocessing.get_context("spawn")
-        return concurrent.futures.ProcessPoolExecutor(
-            1, mp_context=ctx, initializer=worker_init, initargs=(self.spec,)
-        )
-
-    def _slots(self, n: int) -> int:
-        return 1
-
-    def free(self) -> int:
-        return (1 << 30) if self._running < self.workers else 0
-
-    def _replace_pool(self, index: int, pool: concurrent.futures.ProcessPoolExecutor) -> None:
-        if self._pools[index] is not pool:
-            return  # already replaced
-        self._pools[index] = self._new_pool()
-        self._cold[index] = True
-        processes: dict[Any, Any] = getattr(pool, "_processes", None) or {}
-        for proc in list(processes.values()):  # the stdlib offers no public way to stop a hung worker
-            proc.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
-
-    async def warm_up(self) -> None:
-        """Start the workers (and load the processor in each) before the first batch arrives."""
-        await asyncio.gather(*(self._warm(i) for i in range(self.workers)))
-
-    async def _warm(self, index: int) -> None:
-        """Spawn worker ``index`` and load the processor in it, outside any batch's time budget."""
-        if self._cold[index]:
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._pools[index], worker_call, [])
-            self._cold[index] = False
-
-    async def _attempt(
-        self, requests: Sequence[Request], *, isolate: bool, ticket: list[int]
-    ) -> list[AttemptResult]:
-        if isolate and len(requests) > 1:
-            results: list[AttemptResult] = []
-            for request in requests:  # one at a time: a poison request must not take others down
-                results.extend(await self._attempt([request], isolate=False, ticket=ticket))
-            return results
-        index = self._busy.index(False) if False in self._busy else 0
-        self._busy[index] = True
-        loop = asyncio.get_running_loop()
-        pool = self._pools[index]
-        try:
-            await self._warm(index)
-            pool = self._pools[index]
-            async with asyncio.timeout(self.timeout_s * max(1, len(requests))):
-                return list(await loop.run_in_executor(pool, worker_call, list(requests)))
-        except TimeoutError:
-            self._replace_pool(index, pool)
-            return [ProcessingTimeout("batch exceeded its time budget; worker replaced")] * len(requests)
-        except BrokenProcessPool:
-            self._replace_pool(index, pool)
-            return [WorkerCrashed("worker process died; it was replaced")] * len(requests)
-        finally:
-            self._busy[index] = False
-
-    async def aclose(self) -> None:
-        for pool in self._pools:
-            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
-
-
-def build_executor(
-    kind: str,
-    *,
-    processor: LoadedProcessor,
-    spec: ProcessorSpec,
-    retry: RetryPolicy,
-    timeout_s: float,
-    concurrency: int,
-    workers: int,
-) -> Executor:
-    """The executor named by ``executor.kind``."""
-    if kind == "async":
-        return AsyncExecutor(processor, retry, timeout_s, concurrency)
-    if kind == "thread":
-        return ThreadExecutor(processor, retry, timeout_s, workers)
-    if kind == "process":
-        return ProcessExecutor(spec, retry, timeout_s, workers)
-    raise ConfigError(f"invalid setting executor.kind = {kind!r}: expected async, thread or process")

@@ -16,16 +16,13 @@ from stream_service.errors import (
     UpstreamUnavailable,
 )
 from stream_service.messages import Request
-from stream_service.pipeline.execute import (
-    AsyncExecutor,
-    Executor,
-    ProcessExecutor,
-    ThreadExecutor,
-    build_executor,
-)
+from stream_service.pipeline.execute import AsyncExecutor, Executor
+from stream_service.pipeline.execute_processes import ProcessExecutor
+from stream_service.pipeline.execute_threads import ThreadExecutor
 from stream_service.pipeline.retry import RetryPolicy
 from stream_service.processors.base import Output
 from stream_service.processors.loader import ProcessorSpec, load_processor
+from stream_service.wiring import build_executor
 from tests.fakes import Behaviour, FakeProcessor
 from tests.fixtures.crashy import CRASH_PROMPT, HANG_PROMPT, LOAD_S
 
