@@ -30,11 +30,12 @@ from stream_service.pipeline.coalesce import Coalescer, Route
 from stream_service.pipeline.commit import CommitLoop
 from stream_service.pipeline.consume import PollLoop
 from stream_service.pipeline.dispatch import Dispatcher
+from stream_service.pipeline.encode import OutRecord
 from stream_service.pipeline.execute import Executor
 from stream_service.pipeline.ledger import Ledger
-from stream_service.pipeline.publish import OutRecord, Publisher
+from stream_service.pipeline.publish import Publisher
 from stream_service.pipeline.schedule import FairScheduler
-from stream_service.pipeline.work import WorkItem
+from stream_service.pipeline.work import PartitionState, WorkItem
 
 Answered = list[tuple[WorkItem, OutRecord]]
 
@@ -98,15 +99,7 @@ class Engine:
         to ``timeout_s`` for their running work, commit what finished, forget them. Returns
         False when running work did not finish in time (it is redelivered too)."""
         p = self._p
-        states = p.ledger.revoke(partitions)
-        if states:
-            dropped = p.scheduler.remove_if(lambda item: item.state.revoked)
-            dropped.extend(p.admission.drop(states))
-            handover = p.coalescer.drop(dropped)
-            p.ledger.dropped(dropped + handover.dropped)
-            p.ledger.requeued(handover.leaders)
-            for leader in handover.leaders:
-                p.dispatcher.push(leader)
+        states = self._stop_admitting(partitions)
         drained = await p.ledger.wait_idle(states, timeout_s)
         if not drained:
             self._log.warning(
@@ -121,26 +114,63 @@ class Engine:
         p.metrics.assigned_partitions.set(len(p.ledger.states))
         return drained
 
+    def _stop_admitting(self, partitions: Collection[TopicPartition]) -> list[PartitionState]:
+        """Revoke in the ledger and drop the partitions' waiting work; return their states."""
+        p = self._p
+        states = p.ledger.revoke(partitions)
+        if states:
+            dropped = p.scheduler.remove_if(lambda item: item.state.revoked)
+            dropped.extend(p.admission.drop(states))
+            handover = p.coalescer.drop(dropped)
+            p.ledger.dropped(dropped + handover.dropped)
+            p.ledger.requeued(handover.leaders)
+            for leader in handover.leaders:
+                p.dispatcher.push(leader)
+        return states
+
+    def _reset(self, tp: TopicPartition, offset: int) -> PartitionState:
+        """The partition's offsets went back (topic recreated, position reset): start it afresh.
+
+        Waiting work of the old offsets is dropped and running work finishes unaccounted (its
+        offsets are gone); nothing of the old state is committed any more."""
+        p = self._p
+        (old,) = self._stop_admitting([tp])
+        self._log.warning(
+            "partition.offset_reset",
+            topic=tp.topic,
+            partition=tp.partition,
+            offset=offset,
+            last_seen=old.tracker.last_added,
+            hint="the partition's offsets went backwards (topic recreated?): continuing from the new offset",
+        )
+        p.ledger.forget([tp])
+        (state,) = p.ledger.open([tp])
+        return state
+
     # ------------------------------------------------------------------ the flow
 
     def intake(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
         """One fetch from the poll loop: admit it, answer what can be answered, queue the rest."""
-        admitted = self._p.admission.take(batch)
         self._p.metrics.consumed_total.inc(sum(map(len, batch.values())))
-        self._ready(admitted.ready, admitted.answered)
+        self._ready(self._p.admission.take(batch, self._reset))
 
-    def _ready(self, items: Iterable[WorkItem], answered: Answered) -> None:
-        """Requests their key gate let through: from the cache, after an identical one, or to run."""
+    def _ready(self, items: Iterable[WorkItem]) -> None:
+        """Items their key gate let through: answered at once, from the cache, after an identical
+        request, or queued to run."""
         p = self._p
-        start = len(answered)
+        answered: Answered = []
         following: list[WorkItem] = []
         for item in items:
+            if item.answer is not None:
+                answered.append((item, item.answer))
+                continue
             route = p.coalescer.route(item, answered)
             if route is Route.RUN:
                 p.dispatcher.push(item)
             elif route is Route.FOLLOWS:
                 following.append(item)
-        p.ledger.started([item for item, _ in answered[start:]] + following)
+        if answered or following:
+            p.ledger.started([item for item, _ in answered] + following)
         if answered:
             self._spawn(self._publish_answered(answered))
 
@@ -188,7 +218,7 @@ class Engine:
         for tenant, n in slots.items():
             p.scheduler.complete(tenant, n)
         if released:
-            self._ready(released, [])
+            self._ready(released)
         p.commits.wanted()
 
     # ------------------------------------------------------------------ lifecycle

@@ -4,14 +4,13 @@ quota, and let through their key gate (or held behind an earlier record of the s
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from aiokafka import TopicPartition
 
 from stream_service.pipeline.answer import Answers
 from stream_service.pipeline.decode import DecodeFailure, RequestDecoder
 from stream_service.pipeline.ledger import Ledger
-from stream_service.pipeline.publish import OutRecord
 from stream_service.pipeline.quota import TenantQuota
 from stream_service.pipeline.work import PartitionState, WorkItem
 from stream_service.settings import Ordering
@@ -20,23 +19,23 @@ from stream_service.wire import CONTENT_TYPE
 ORDER_BY_PARTITION = 0  # the single gate key used when ordering = partition
 
 
-class Admitted(NamedTuple):
-    """What admission made of a fetch: inputs answered at once, and requests ready to run."""
-
-    answered: list[tuple[WorkItem, OutRecord]]
-    ready: list[WorkItem]
+Reset = Callable[[TopicPartition, int], PartitionState]
+"""Called when a partition's offsets went backwards; returns the fresh state to continue with."""
 
 
 class Admission:
     """Turns fetched records into work items; never raises for anything a record holds.
 
     Guarantees: every record of an assigned, not revoked partition is registered with the
-    ledger and ends up in exactly one place: answered at once (it could not be decoded, or the
-    tenant's quota rejected it), ready to run, or waiting behind its key gate until
-    :meth:`release` of the previous item of its key. With ``ordering = key`` items of one key
-    are let through in offset order; ``partition`` orders a whole partition; ``unordered``
-    gates nothing. Records of partitions without state (fetched before a rebalance took them)
-    are ignored: the next owner reads them again.
+    ledger and ends up in exactly one place: ready to be answered at once (it could not be
+    decoded, or the tenant's quota rejected it: ``item.answer`` holds its error record), ready
+    to run, or waiting behind its key gate until :meth:`release` of the previous item of its
+    key. Every output of a key, errors included, is therefore published in offset order: with
+    ``ordering = key`` per record key, with ``partition`` per partition; ``unordered`` gates
+    nothing. A header with a null value counts as absent. Records of partitions without state
+    (fetched before a rebalance took them) are ignored: the next owner reads them again. A fetch
+    whose offsets go backwards (the topic was recreated, or the position reset) calls ``reset``
+    for a fresh partition state first.
     """
 
     def __init__(
@@ -56,69 +55,57 @@ class Admission:
         self._ordering = ordering
         self._queued_of = queued_of
 
-    def take(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> Admitted:
-        """Admit the records of one fetch."""
-        answered: list[tuple[WorkItem, OutRecord]] = []
+    def take(self, batch: Mapping[TopicPartition, Sequence[Any]], reset: Reset) -> list[WorkItem]:
+        """Admit the records of one fetch; return the items ready now (answered or to run)."""
         ready: list[WorkItem] = []
         ledger = self._ledger
         states = ledger.states
         decode = self._decode
-        ordering = self._ordering
-        quota = self._quota if self._quota.active else None
+        by_key = self._ordering == "key"
+        partition_key = ORDER_BY_PARTITION if self._ordering == "partition" else None
         for tp, records in batch.items():
             state = states.get(tp)
-            if state is None or state.revoked:
+            if state is None or state.revoked or not records:
                 continue  # fetched before a rebalance took the partition away: it is redelivered
+            if records[0].offset <= state.tracker.last_added:
+                state = reset(tp, records[0].offset)
             items: list[WorkItem] = []
             for rec in records:
                 value = rec.value
                 content_type = None
                 if rec.headers:
                     for name, hval in rec.headers:
-                        if name == CONTENT_TYPE:
-                            content_type = hval.decode("latin-1")
+                        if name == CONTENT_TYPE and hval is not None:
+                            content_type = hval
                 decoded = decode(value, content_type)
                 size = len(value) if value is not None else 0
+                key = rec.key if by_key else partition_key
                 if isinstance(decoded, DecodeFailure):
-                    item = WorkItem(state, rec.offset, None, rec.timestamp, size, None, decoded)
+                    item = WorkItem(state, rec.offset, key, rec.timestamp, size, None, decoded)
                 else:
-                    key = (
-                        rec.key
-                        if ordering == "key"
-                        else ORDER_BY_PARTITION
-                        if ordering == "partition"
-                        else None
-                    )
                     item = WorkItem(state, rec.offset, key, rec.timestamp, size, decoded, None)
                 items.append(item)
             ledger.consumed(items)
-            self._route(state, items, quota, answered, ready)
-        if answered:
-            ledger.started(item for item, _ in answered)
-        return Admitted(answered, ready)
+            self._route(state, items, ready)
+        return ready
 
-    def _route(
-        self,
-        state: PartitionState,
-        items: list[WorkItem],
-        quota: TenantQuota | None,
-        answered: list[tuple[WorkItem, OutRecord]],
-        ready: list[WorkItem],
-    ) -> None:
+    def _route(self, state: PartitionState, items: list[WorkItem], ready: list[WorkItem]) -> None:
         gate = state.gate
         answers = self._answers
+        quota = self._quota if self._quota.active else None
         for item in items:
             failure = item.failure
             if failure is not None:
-                answered.append((item, answers.failure(item, failure)))
-                continue
-            if quota is not None:
+                item.answer = answers.failure(item, failure)
+            elif quota is not None:
                 rejection = quota.admit(item.tenant, self._queued_of(item.tenant))
                 if rejection is not None:
-                    answered.append((item, answers.error(item, rejection.error_type, str(rejection), 0, 0.0)))
-                    continue
-            if gate is None or gate.offer(item.key, item):
-                item.gated = gate is not None and item.key is not None
+                    item.answer = answers.error(item, rejection.error_type, str(rejection), 0, 0.0)
+            key = item.key
+            if gate is None or key is None:
+                ready.append(item)
+            elif gate.offer(key, item):
+                item.gated = True
                 ready.append(item)
             else:
                 item.gated = True

@@ -61,6 +61,11 @@ class OffsetTracker:
         else:
             self._done.add(offset)
 
+    @property
+    def last_added(self) -> int:
+        """The highest offset added (-1 before the first)."""
+        return self._last_added
+
     def committable(self) -> int | None:
         """The offset to commit (next to consume), or None when nothing has finished yet."""
         return self._committable
