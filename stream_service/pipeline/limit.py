@@ -48,6 +48,10 @@ class TokenBucket:
         """Whole tokens that could be taken now."""
         return int(self._refill())
 
+    def full(self) -> bool:
+        """Whether the bucket holds ``burst`` tokens (a fresh bucket's state)."""
+        return self._refill() >= self.limit.burst
+
     def take(self, n: int) -> int:
         """Take up to ``n`` whole tokens; return how many were granted."""
         granted = min(n, int(self._refill()))

@@ -11,6 +11,7 @@ from stream_service.pipeline.work import WorkItem
 from stream_service.settings import LimiterSettings
 
 QUANTUM_ITEMS = 8  # items a tenant of weight 1 may take per round; small keeps rounds fair
+IDLE_SWEEP_INTERVAL_S = 1.0  # how often idle tenants whose buckets were refilling are looked at again
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +54,10 @@ class SchedulerPolicy:
 class TenantQueue:
     """One tenant's waiting items, highest priority first, FIFO within a priority."""
 
-    __slots__ = ("policy", "bucket", "by_priority", "priorities", "size", "in_flight", "deficit")
+    __slots__ = ("tenant", "policy", "bucket", "by_priority", "priorities", "size", "in_flight", "deficit")
 
-    def __init__(self, policy: TenantPolicy, clock: Clock) -> None:
+    def __init__(self, tenant: str, policy: TenantPolicy, clock: Clock) -> None:
+        self.tenant = tenant
         self.policy = policy
         self.bucket = TokenBucket(policy.limit, clock) if policy.limit is not None else None
         self.by_priority: dict[int, deque[WorkItem]] = {}
@@ -110,7 +112,9 @@ class FairScheduler:
     - no more than the global and per-tenant token buckets allow, and no tenant beyond its
       in-flight cap (:meth:`complete` gives the slot back);
     - it never blocks: :meth:`take` returns what may run now and, when limits held work back,
-      how long until tokens are expected.
+      how long until tokens are expected;
+    - bounded state: a tenant with nothing queued or running is forgotten once its bucket is
+      full again (as a new one would be), so :attr:`tenants` follows the active tenants.
     """
 
     def __init__(self, policy: SchedulerPolicy, clock: Clock) -> None:
@@ -119,12 +123,19 @@ class FairScheduler:
         self._global = TokenBucket(policy.global_limit, clock) if policy.global_limit else None
         self._tenants: dict[str, TenantQueue] = {}
         self._active: deque[TenantQueue] = deque()
+        self._idle: set[str] = set()  # tenants with nothing queued or running, bucket still refilling
+        self._last_sweep = clock()
         self.size = 0
+
+    @property
+    def tenants(self) -> int:
+        """Tenants the scheduler keeps state for (idle ones are dropped)."""
+        return len(self._tenants)
 
     def _queue(self, tenant: str) -> TenantQueue:
         queue = self._tenants.get(tenant)
         if queue is None:
-            queue = self._tenants[tenant] = TenantQueue(self.policy.for_tenant(tenant), self._clock)
+            queue = self._tenants[tenant] = TenantQueue(tenant, self.policy.for_tenant(tenant), self._clock)
         return queue
 
     def push(self, item: WorkItem) -> None:
@@ -132,6 +143,7 @@ class FairScheduler:
         queue = self._queue(item.tenant)
         if queue.size == 0:
             self._active.append(queue)
+            self._idle.discard(item.tenant)
         queue.push(item)
         self.size += 1
 
@@ -188,8 +200,32 @@ class FairScheduler:
         return taken, wait_s
 
     def complete(self, tenant: str, n: int = 1) -> None:
-        """Give back in-flight slots of ``tenant``."""
-        self._queue(tenant).in_flight -= n
+        """Give back in-flight slots of ``tenant``; a tenant left idle is forgotten."""
+        queue = self._tenants.get(tenant)
+        if queue is None:
+            return
+        queue.in_flight -= n
+        if queue.size == 0 and queue.in_flight <= 0:
+            self._forget_if_rested(tenant, queue)
+        if self._idle and self._clock() - self._last_sweep >= IDLE_SWEEP_INTERVAL_S:
+            self._sweep()
+
+    def _forget_if_rested(self, tenant: str, queue: TenantQueue) -> None:
+        """Drop an idle tenant's state once its bucket is full again (a new one starts full)."""
+        if queue.bucket is None or queue.bucket.full():
+            del self._tenants[tenant]
+            self._idle.discard(tenant)
+        else:
+            self._idle.add(tenant)
+
+    def _sweep(self) -> None:
+        self._last_sweep = self._clock()
+        for tenant in list(self._idle):
+            queue = self._tenants.get(tenant)
+            if queue is None or queue.size or queue.in_flight > 0:
+                self._idle.discard(tenant)
+            else:
+                self._forget_if_rested(tenant, queue)
 
     def remove_if(self, predicate: Callable[[WorkItem], bool]) -> list[WorkItem]:
         """Remove and return waiting items matching ``predicate`` (a revoked partition's)."""
@@ -199,6 +235,8 @@ class FairScheduler:
             if queue.size == 0:
                 queue.deficit = 0
                 self._active.remove(queue)
+                if queue.in_flight <= 0:
+                    self._forget_if_rested(queue.tenant, queue)
         self.size -= len(removed)
         return removed
 
