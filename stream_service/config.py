@@ -56,6 +56,7 @@ from stream_service.settings import (
     describe,
     is_secret,
     redact_tree,
+    redact_url,
 )
 
 __all__ = [
@@ -113,11 +114,11 @@ def _show(value: object, text: bool) -> str:
     if value is None:
         return "none"
     if text and isinstance(value, str):
-        return value
+        return redact_url(value)
     try:
-        return msgspec.json.encode(value).decode()
+        return redact_url(msgspec.json.encode(redact_tree(value)).decode())
     except (TypeError, msgspec.EncodeError):
-        return repr(value)
+        return redact_url(repr(value))
 
 
 def _invalid(name: str, value: object, source: str, allowed: str) -> ConfigError:
@@ -238,10 +239,15 @@ def _read_env(environ: Mapping[str, str]) -> dict[str, _Value]:
 
 
 def _check_env_names(environ: Mapping[str, str], values: Mapping[str, Any]) -> None:
+    """Unknown ``STREAM_SERVICE_<SECTION>__<FIELD>`` variables are typos. Names without ``__`` are
+    not in the settings' shape and are left alone: Kubernetes injects ``STREAM_SERVICE_PORT``,
+    ``STREAM_SERVICE_SERVICE_HOST`` ... into every pod of a namespace with a Service of that name."""
     api_key_env = "processor.http.api_key_env"
     allowed = _ENV_NOT_SETTINGS | {SETTINGS[api_key_env].default, values.get(api_key_env)}
     for name in sorted(environ):
-        if name.startswith(ENV_PREFIX) and name not in _BY_ENV and name not in allowed:
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        if name not in _BY_ENV and name not in allowed:
             hint = _suggest(name, _BY_ENV) or f"; settings are {ENV_PREFIX}<SECTION>__<FIELD>"
             raise ConfigError(f"unknown environment variable {name}: no setting reads it{hint}")
 
@@ -250,6 +256,7 @@ def _resolve_api_key(environ: Mapping[str, str], values: dict[str, Any], sources
     """Fill processor.http.api_key from api_key_file, else from $api_key_env (this module reads both)."""
     key, file_key, env_key = (f"processor.http.{name}" for name in ("api_key", "api_key_file", "api_key_env"))
     if values.get(key) is not None:
+        values[key] = values[key].strip()  # whitespace is never part of a key; a trailing newline is common
         return
     if (path := values.get(file_key)) is not None:
         try:
@@ -258,7 +265,7 @@ def _resolve_api_key(environ: Mapping[str, str], values: dict[str, Any], sources
             raise _invalid(file_key, path, sources[file_key], f"a readable file ({exc})") from None
         sources[key] = f"file {path}"
     elif environ.get(var := values.get(env_key, SETTINGS[env_key].default)):
-        values[key], sources[key] = environ[var], f"env {var}"
+        values[key], sources[key] = environ[var].strip(), f"env {var}"  # "sk-...\n" from a file mount
 
 
 def _get(config: Config, key: str) -> Any:

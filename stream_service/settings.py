@@ -6,13 +6,15 @@ No I/O here: :mod:`stream_service.config` fills these from defaults, a TOML file
 and command-line flags, and is the only module that reads any of them. Other modules import
 the Structs from either place (``stream_service.config`` re-exports them).
 
-Secrets (any field named ``*password``, ``*secret``, ``*api_key``, ``*token``) are shown as
-``***`` by ``repr()``; ``msgspec.to_builtins`` on a Config does reveal them.
+Secrets (see :func:`is_secret`: ``*password``, ``*secret``, ``*api_key``, ``*token``,
+``credentials``, ``private_key``, ``apiKey`` ...) and the credentials in URLs are shown as ``***``
+by ``repr()``; ``msgspec.to_builtins`` on a Config does reveal them.
 """
 
 from __future__ import annotations
 
 import builtins
+import re
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -30,22 +32,44 @@ Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Ordering = Literal["key", "partition", "unordered"]
 
 REDACTED = "***"
-SECRET_SUFFIXES = ("password", "secret", "api_key", "token")
+# A name holds a secret when one of its words is one of these, or it ends in one of the pairs.
+SECRET_WORDS = frozenset(
+    {"password", "passwd", "passphrase", "secret", "token", "credential", "credentials", "apikey"}
+)
+SECRET_ENDINGS = frozenset({("api", "key"), ("private", "key"), ("access", "key"), ("secret", "key")})
+_WORDS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]*@)")
 
 
 def is_secret(name: str) -> bool:
-    """Whether a setting (or a key inside a table setting) holds a secret, judged by its name."""
-    return name.lower().endswith(SECRET_SUFFIXES)
+    """Whether a setting (or a key inside a table setting) holds a secret, judged by its name.
+
+    Words are split at ``_``, ``-``, ``.`` and camelCase: ``sasl_password``, ``apiKey``,
+    ``credentials``, ``private_key`` and ``auth-token`` are secrets; ``max_tokens`` and
+    ``api_key_env`` (the name of a variable) are not.
+    """
+    words = [word.lower() for word in _WORDS.findall(name)]
+    return any(word in SECRET_WORDS for word in words) or tuple(words[-2:]) in SECRET_ENDINGS
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the user and password of every URL in it (``https://user:pass@host``) hidden."""
+    if "@" not in text or "://" not in text:
+        return text
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
 
 
 def redact_tree(value: Any) -> Any:
-    """``value`` (builtins: dicts, lists, scalars) with every secret-named key's value shown as ``***``."""
+    """``value`` (builtins: dicts, lists, scalars) with every secret-named key's value shown as
+    ``***`` and the credentials of URLs hidden."""
     if isinstance(value, dict):
         return {
             k: REDACTED if is_secret(str(k)) and v is not None else redact_tree(v) for k, v in value.items()
         }
     if isinstance(value, list):
         return [redact_tree(v) for v in value]
+    if isinstance(value, str):
+        return redact_url(value)
     return value
 
 

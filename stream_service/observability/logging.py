@@ -15,6 +15,7 @@ Every JSON line carries ``timestamp`` (ISO 8601, UTC), ``level``, ``event`` and 
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -83,7 +84,7 @@ def configure_logging(
     ]
     renderer: Processor
     if console:
-        renderer = structlog.dev.ConsoleRenderer(colors=_isatty(out))
+        renderer = _escaped(structlog.dev.ConsoleRenderer(colors=_isatty(out)))
         exceptions: list[Processor] = []  # the console renderer prints tracebacks itself
     else:
         renderer = _render_json
@@ -214,9 +215,22 @@ def _render_json(_logger: WrappedLogger, _method: str, event_dict: EventDict) ->
     try:
         return _ENCODER.encode(event_dict).decode("utf-8")
     except (TypeError, ValueError, msgspec.EncodeError):
-        # Non-string keys or other shapes msgspec rejects: degrade to text rather than lose the line.
+        # Non-string keys, text that is not valid Unicode (a lone surrogate in a processor's error)
+        # or other shapes msgspec rejects: degrade rather than lose the line, or raise into the
+        # code that logged it. The standard library escapes what msgspec refuses.
         safe = {str(k): v if _is_plain(v) else _enc_hook(v) for k, v in event_dict.items()}
-        return _ENCODER.encode(safe).decode("utf-8")
+        return json.dumps(safe, ensure_ascii=True, default=repr)
+
+
+def _escaped(render: Processor) -> Processor:
+    """``render``, with text that is not valid Unicode escaped so writing the line cannot fail."""
+
+    def escaped(logger: WrappedLogger, method: str, event_dict: EventDict) -> str:
+        line = render(logger, method, event_dict)
+        assert isinstance(line, str)
+        return line.encode("utf-8", "backslashreplace").decode("utf-8")
+
+    return escaped
 
 
 def _is_plain(value: object) -> bool:

@@ -285,11 +285,24 @@ def test_malformed_table_is_not_echoed() -> None:
 
 
 def test_unknown_environment_variable_is_named() -> None:
-    """A misspelt STREAM_SERVICE_ variable is an error naming it and suggesting the right one."""
-    assert config_error(environ={"STREAM_SERVICE_BATCH_MAX_SIZE": "5"}) == (
-        "unknown environment variable STREAM_SERVICE_BATCH_MAX_SIZE: no setting reads it; "
+    """A misspelt STREAM_SERVICE_<SECTION>__<FIELD> variable is an error naming it and the right one."""
+    assert config_error(environ={"STREAM_SERVICE_BATCH__MAX_SIZ": "5"}) == (
+        "unknown environment variable STREAM_SERVICE_BATCH__MAX_SIZ: no setting reads it; "
         "did you mean STREAM_SERVICE_BATCH__MAX_SIZE?"
     )
+
+
+def test_kubernetes_service_variables_do_not_stop_the_service() -> None:
+    """Variables Kubernetes injects for a Service named stream-service (no ``__``) are left alone."""
+    injected = {
+        "STREAM_SERVICE_PORT": "tcp://10.0.0.7:8080",
+        "STREAM_SERVICE_PORT_8080_TCP": "tcp://10.0.0.7:8080",
+        "STREAM_SERVICE_PORT_8080_TCP_ADDR": "10.0.0.7",
+        "STREAM_SERVICE_SERVICE_HOST": "10.0.0.7",
+        "STREAM_SERVICE_SERVICE_PORT": "8080",
+        "STREAM_SERVICE_SERVICE_PORT_OPS": "8080",
+    }
+    assert load_config(environ=injected) == Config()
 
 
 @pytest.mark.parametrize(
