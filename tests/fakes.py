@@ -140,6 +140,11 @@ class FakeConsumer:
             self._assignment.discard(tp)
             self._paused.discard(tp)
 
+    def recreate(self, tp: TopicPartition) -> None:
+        """The topic was deleted and created again: the log restarts at offset 0, and so does fetching."""
+        self._log[tp] = []
+        self._position[tp] = 0
+
     def fail_next_commits(self, n: int, exc: type[KafkaError] = KafkaError) -> None:
         self._commit_failures.extend(exc(f"injected commit failure {i}") for i in range(n))
 
@@ -236,6 +241,25 @@ class SentRecord:
         return next((v for k, v in self.headers if k == name), None)
 
 
+class FakeBatch:
+    """What ``create_batch`` returns: records appended until ``capacity`` bytes (values) are used."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.records: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = []
+
+    def append(
+        self, *, key: bytes | None, value: bytes, timestamp: int | None, headers: Headers
+    ) -> object | None:
+        if self.records and self.size() + len(value) > self.capacity:
+            return None  # full, as aiokafka's BatchBuilder says
+        self.records.append((key, value, list(headers)))
+        return object()
+
+    def size(self) -> int:
+        return sum(len(value) for _, value, _ in self.records)
+
+
 class FakeProducer:
     """A producer whose acknowledgements the test controls.
 
@@ -244,12 +268,31 @@ class FakeProducer:
     next ``send`` calls raise, :meth:`hold_acks` keeps futures pending until :meth:`release_acks`,
     a value over ``max_size`` bytes raises ``MessageSizeTooLargeError`` from ``send`` (the client's
     check), and one over ``broker_max_size`` fails its future with it (the broker's answer).
-    :attr:`acked` lists records in acknowledgement order; :attr:`attempts` every ``send``.
+    With ``batching``, it also offers ``create_batch``/``send_batch`` (one future per batch) and
+    ``partitions_for``; the broker then refuses any batch (or lone record) whose values add up to
+    more than ``broker_max_batch`` bytes, as a topic's ``max.message.bytes`` does.
+    :attr:`acked` lists records in acknowledgement order; :attr:`attempts` every record sent.
     """
 
-    def __init__(self, *, max_size: int | None = None, broker_max_size: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_size: int | None = None,
+        broker_max_size: int | None = None,
+        batching: bool = False,
+        broker_max_batch: int | None = None,
+        batch_capacity: int = 1 << 20,
+        partitions: int = 4,
+    ) -> None:
         self.max_size = max_size
         self.broker_max_size = broker_max_size
+        self.broker_max_batch = broker_max_batch
+        self.batch_capacity = batch_capacity
+        self.partition_count = partitions
+        self.batches_sent = 0
+        if batching:
+            self.create_batch = self._create_batch
+            self.send_batch = self._send_batch
         self.attempts: list[SentRecord] = []
         self.acked: list[SentRecord] = []
         self.held: list[SentRecord] = []
@@ -292,7 +335,9 @@ class FakeProducer:
         offset = self._offsets.get(rec.topic, 0)
         self._offsets[rec.topic] = offset + 1
         self.acked.append(rec)
-        rec.future.set_result(RecordMetadata(rec.topic, 0, TopicPartition(rec.topic, 0), offset, -1, 0, -1))
+        if not rec.future.done():  # a batch's records share one future
+            metadata = RecordMetadata(rec.topic, 0, TopicPartition(rec.topic, 0), offset, -1, 0, -1)
+            rec.future.set_result(metadata)
         self._sent.set()
 
     def on_topic(self, topic: str) -> list[SentRecord]:
@@ -311,18 +356,38 @@ class FakeProducer:
         if self.max_size is not None and len(value) > self.max_size:
             raise MessageSizeTooLargeError(f"{len(value)} bytes is over {self.max_size}")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        rec = SentRecord(topic, value, key, list(headers or ()), future)
-        self.attempts.append(rec)
+        self._deliver(future, [SentRecord(topic, value, key, list(headers or ()), future)])
+        return future
+
+    def _deliver(self, future: asyncio.Future[Any], records: list[SentRecord]) -> None:
+        self.attempts.extend(records)
         self._sent.set()
+        total = sum(len(rec.value) for rec in records)
         if self._fail:
             future.set_exception(self._fail.pop(0))
-        elif self.broker_max_size is not None and len(value) > self.broker_max_size:
+        elif self.broker_max_size is not None and any(len(r.value) > self.broker_max_size for r in records):
             future.set_exception(MessageSizeTooLargeError("rejected by the broker"))
+        elif self.broker_max_batch is not None and total > self.broker_max_batch:
+            future.set_exception(MessageSizeTooLargeError("batch rejected by the broker"))
         elif self.acks_released.is_set():
-            self._ack(rec)
+            for rec in records:
+                self._ack(rec)
         else:
-            self.held.append(rec)
+            self.held.extend(records)
+
+    def _create_batch(self) -> FakeBatch:
+        return FakeBatch(self.batch_capacity)
+
+    async def _send_batch(self, batch: FakeBatch, topic: str, partition: int) -> asyncio.Future[Any]:
+        if self._raise:
+            raise self._raise.pop(0)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.batches_sent += 1
+        self._deliver(future, [SentRecord(topic, v, k, h, future) for k, v, h in batch.records])
         return future
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(self.partition_count))
 
 
 Behaviour = Callable[[Request, int], object]
