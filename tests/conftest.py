@@ -24,8 +24,15 @@ from typing import Protocol
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from hypothesis import settings
 
 from stream_service.localkafka import LocalKafka, missing_prerequisites
+
+# Property tests run ``ci`` (hypothesis' default size) unless ``--hypothesis-profile=nightly`` asks for
+# twenty times as many examples (README: Testing).
+settings.register_profile("ci", max_examples=100)
+settings.register_profile("nightly", max_examples=2_000)
+settings.load_profile("ci")
 
 _DOCKER_PING_TIMEOUT_S = 2
 _CONTAINER_IMAGE = "confluentinc/cp-kafka:7.9.0"  # Kafka 3.9, KRaft

@@ -337,6 +337,10 @@ class ServiceProcess:
                 return int(line["port"])
         return None
 
+    def exited(self) -> bool:
+        """Whether the process has ended (by itself or killed)."""
+        return self.proc is not None and self.proc.returncode is not None
+
     def signal(self, sig: signal.Signals) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
