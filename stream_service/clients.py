@@ -10,6 +10,8 @@ import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 
@@ -85,9 +87,58 @@ def service_producer(config: Config) -> AIOKafkaProducer:
     )
 
 
+def transactional_producer(config: Config, transactional_id: str) -> AIOKafkaProducer:
+    """An exactly-once producer: :func:`service_producer` with a transactional id (starting it
+    fences every earlier producer of that id and aborts its open transaction)."""
+    k = config.kafka
+    return AIOKafkaProducer(
+        acks="all",
+        enable_idempotence=True,
+        transactional_id=transactional_id,
+        linger_ms=k.producer_linger_ms,
+        max_request_size=k.producer_max_request_size,
+        max_batch_size=min(PRODUCER_BATCH_BYTES, k.producer_max_request_size),
+        **connection_options(config),
+    )
+
+
+async def start_transactional(config: Config, transactional_id: str) -> AIOKafkaProducer:
+    """A new :func:`transactional_producer`, started (closed again if it cannot start)."""
+    return await _started(config, transactional_producer(config, transactional_id))
+
+
+async def max_message_bytes(config: Config, topics: list[str]) -> int | None:
+    """The smallest ``max.message.bytes`` of the given topics, or None when it cannot be read."""
+    admin = AIOKafkaAdminClient(**connection_options(config))
+    try:
+        async with asyncio.timeout(config.kafka.startup_timeout_s):
+            await admin.start()
+            responses = await admin.describe_configs(
+                [
+                    ConfigResource(ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": None})
+                    for topic in topics
+                ]
+            )
+    except (KafkaError, OSError, TimeoutError):
+        return None
+    finally:
+        await admin.close()
+    limits = [
+        int(entry[1])
+        for response in responses
+        for resource in response.resources
+        for entry in resource[4]
+        if entry[0] == "max.message.bytes" and entry[1] is not None
+    ]
+    return min(limits) if limits else None
+
+
 async def start_producer(config: Config) -> AIOKafkaProducer:
     """A new :func:`service_producer`, started; one that fails to start is closed, not leaked."""
-    producer = service_producer(config)
+    return await _started(config, service_producer(config))
+
+
+async def _started(config: Config, producer: AIOKafkaProducer) -> AIOKafkaProducer:
     try:
         async with asyncio.timeout(config.kafka.startup_timeout_s):
             await producer.start()

@@ -33,7 +33,7 @@ from stream_service.pipeline.dispatch import Dispatcher
 from stream_service.pipeline.encode import OutRecord
 from stream_service.pipeline.execute import Executor
 from stream_service.pipeline.ledger import Ledger
-from stream_service.pipeline.publish import Publisher
+from stream_service.pipeline.publish import Outlet
 from stream_service.pipeline.schedule import FairScheduler
 from stream_service.pipeline.work import PartitionState, WorkItem
 
@@ -53,7 +53,7 @@ class EngineParts:
     dispatcher: Dispatcher
     sizer: BatchSizer
     executor: Executor
-    publisher: Publisher
+    publisher: Outlet
     commits: CommitLoop
     report: CompletionReport
     metrics: Metrics
@@ -83,16 +83,25 @@ class Engine:
         self._tasks: asyncio.TaskGroup | None = None
         self._running: set[asyncio.Task[None]] = set()
         self.drained: bool | None = None  # set when running() drained at its end
+        parts.publisher.bind(replay=self._replay, on_lost=self._lost)
 
     # ------------------------------------------------------------------ partitions
 
-    def assign(self, partitions: Collection[TopicPartition]) -> None:
-        """Take partitions on, with fresh state (no pause, buffer or gate survives a rebalance)."""
+    async def assign(self, partitions: Collection[TopicPartition]) -> None:
+        """Take partitions on, with fresh state (no pause, buffer or gate survives a rebalance).
+
+        Exactly once, nothing is fetched from them until their producers have fenced the
+        previous owners, and then only from the offsets committed by then."""
         p = self._p
-        p.ledger.open(partitions)
+        p.poller.hold(partitions)
+        states = p.ledger.open(partitions)
         p.poller.assigned(p.ledger.states.keys())
         p.metrics.rebalances_total.inc()
         p.metrics.assigned_partitions.set(len(p.ledger.states))
+        await p.publisher.prepare(zip(partitions, states, strict=True))
+        if p.publisher.fences:
+            await p.poller.from_committed(partitions)
+        p.poller.release(partitions)
 
     async def revoke(self, partitions: Collection[TopicPartition], timeout_s: float) -> bool:
         """Hand partitions over: drop their waiting work (redelivered to the next owner), wait up
@@ -110,6 +119,7 @@ class Engine:
             )
         await p.commits.committer.commit(partitions)
         p.ledger.forget(partitions)
+        await p.publisher.close(partitions)
         p.metrics.forget_partitions((tp.topic, tp.partition) for tp in partitions)
         p.metrics.assigned_partitions.set(len(p.ledger.states))
         return drained
@@ -129,12 +139,8 @@ class Engine:
         return states
 
     def _reset(self, tp: TopicPartition, offset: int) -> PartitionState:
-        """The partition's offsets went back (topic recreated, position reset): start it afresh.
-
-        Waiting work of the old offsets is dropped and running work finishes unaccounted (its
-        offsets are gone); nothing of the old state is committed any more."""
-        p = self._p
-        (old,) = self._stop_admitting([tp])
+        """The partition's offsets went back (topic recreated, position reset): start it afresh."""
+        old = self._p.ledger.states[tp]
         self._log.warning(
             "partition.offset_reset",
             topic=tp.topic,
@@ -143,9 +149,32 @@ class Engine:
             last_seen=old.tracker.last_added,
             hint="the partition's offsets went backwards (topic recreated?): continuing from the new offset",
         )
+        return self._renew(tp)
+
+    def _renew(self, tp: TopicPartition) -> PartitionState:
+        """A fresh state for ``tp``: waiting work of the old one is dropped and its running work
+        finishes unaccounted; nothing of the old state is committed any more."""
+        p = self._p
+        self._stop_admitting([tp])
         p.ledger.forget([tp])
         (state,) = p.ledger.open([tp])
+        p.publisher.rebind(tp, state)
         return state
+
+    async def _replay(self, tp: TopicPartition, offset: int | None) -> None:
+        """A transaction failed: read ``tp`` again from ``offset`` (None: nothing was committed by
+        us yet, so from where this assignment began reading)."""
+        old = self._p.ledger.states.get(tp)
+        if old is None:
+            return
+        if offset is None:
+            offset = old.tracker.first_added
+        self._renew(tp)
+        await self._p.poller.rewind(tp, offset)
+
+    def _lost(self, tp: TopicPartition) -> None:
+        """Another instance owns ``tp`` now (we were fenced): fetch nothing more of it."""
+        self._p.poller.hold([tp])
 
     # ------------------------------------------------------------------ the flow
 
@@ -179,44 +208,47 @@ class Engine:
         started = p.clock()
         outcomes = await p.executor.run([item.request for item in items])  # type: ignore[misc]
         elapsed = p.clock() - started
+        self._processed(items)
         p.metrics.batch_target_size.set(p.sizer.record(len(items), elapsed))
         p.metrics.batch_size.observe(len(items))
         p.metrics.processing_seconds.observe_many([o.seconds for o in outcomes])
         answers = p.coalescer
         records: list[OutRecord] = []
-        finished: list[WorkItem] = []
         for item, outcome in zip(items, outcomes, strict=True):
             records.append(p.answers.outcome(item, outcome))
-            finished.append(item)
             for follower in answers.resolve(item, outcome):
                 records.append(answers.answer(follower, outcome))
-                finished.append(follower)
-        await p.publisher.publish(records)
-        self._complete(finished, records, batch_latency_s=p.clock() - started)
+        await p.publisher.publish(records, lambda acked: self._complete(acked, p.clock() - started))
 
     async def _publish_answered(self, answered: Answered) -> None:
-        records = [rec for _, rec in answered]
-        await self._p.publisher.publish(records)
-        self._complete([item for item, _ in answered], records, batch_latency_s=None)
+        await self._p.publisher.publish(
+            [rec for _, rec in answered], lambda acked: self._complete(acked, None)
+        )
 
-    def _complete(
-        self, items: list[WorkItem], records: list[OutRecord], *, batch_latency_s: float | None
-    ) -> None:
-        """Outputs of ``items`` are acknowledged: account, report, open key gates, maybe commit."""
-        p = self._p
-        p.ledger.finished(items)
-        p.report.completed(items, records, batch_latency_s=batch_latency_s)
+    def _processed(self, items: list[WorkItem]) -> None:
+        """The processor is done with ``items``: their tenants' in-flight slots are free again."""
         slots: dict[str, int] = {}
-        released: list[WorkItem] = []
         for item in items:
             if item.scheduled:
+                item.scheduled = False
                 slots[item.tenant] = slots.get(item.tenant, 0) + 1
+        for tenant, n in slots.items():
+            self._p.scheduler.complete(tenant, n)
+
+    def _complete(self, records: Sequence[OutRecord], batch_latency_s: float | None) -> None:
+        """``records`` are acknowledged (or, exactly once, discarded): account, report, open key
+        gates, maybe commit. Called per group of acknowledgements, so an output waiting for an
+        earlier one never holds its neighbours' key gates."""
+        p = self._p
+        items = [rec.item for rec in records]
+        p.ledger.finished(items)
+        p.report.completed(items, records, batch_latency_s=batch_latency_s)
+        released: list[WorkItem] = []
+        for item in items:
             if item.gated:
                 nxt = p.admission.release(item)
                 if nxt is not None:
                     released.append(nxt)
-        for tenant, n in slots.items():
-            p.scheduler.complete(tenant, n)
         if released:
             self._ready(released)
         p.commits.wanted()

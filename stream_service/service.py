@@ -11,12 +11,13 @@ from typing import Any
 import structlog
 from aiokafka.errors import KafkaError
 
-from stream_service.clients import close_producer
+from stream_service.clients import close_producer, max_message_bytes
 from stream_service.config import Config, redacted
 from stream_service.errors import StartupError
 from stream_service.exit_codes import ExitCode
 from stream_service.observability import audit
 from stream_service.observability.metrics import Metrics
+from stream_service.pipeline.publish import RECORD_OVERHEAD_BYTES
 from stream_service.pipeline.rebalance import RebalanceListener
 from stream_service.wiring import ServiceParts, build_service
 
@@ -99,6 +100,8 @@ class Service:
         parts = self.parts = build_service(cfg, self.readiness)  # PluginError is a startup error too
         try:
             await self._start_clients(parts.consumer, parts.producer)
+            if parts.transactions is not None:
+                await self._limit_output_records(parts)
             await parts.executor.warm_up()
             if parts.ops is not None:
                 self.ops_port = await parts.ops.start()
@@ -135,11 +138,12 @@ class Service:
     def _set_rebalancing(self, rebalancing: bool) -> None:
         self._rebalancing = rebalancing
 
-    async def _start_clients(self, consumer: Any, producer: Any) -> None:
+    async def _start_clients(self, consumer: Any, producer: Any | None) -> None:
         cfg = self.config
         try:
             async with asyncio.timeout(cfg.kafka.startup_timeout_s):
-                await producer.start()
+                if producer is not None:  # exactly once, each partition starts its own
+                    await producer.start()
                 await consumer.start()
                 topics = await consumer.topics()
         except (KafkaError, OSError, TimeoutError) as exc:
@@ -155,13 +159,22 @@ class Service:
                 "(auto-creation is not relied on) or fix topics.input/results/errors"
             )
 
+    async def _limit_output_records(self, parts: ServiceParts) -> None:
+        """Exactly once, a record the broker refuses spoils its whole transaction: learn the output
+        topics' limit first, so larger outputs become too_large errors before they are sent."""
+        cfg = self.config
+        limit = await max_message_bytes(cfg, [cfg.topics.results, cfg.topics.errors])
+        transactions = parts.transactions
+        assert transactions is not None
+        if limit is not None:
+            transactions.max_record_bytes = min(transactions.max_record_bytes, limit - RECORD_OVERHEAD_BYTES)
+        self.log.info("transactions.record_limit", bytes=transactions.max_record_bytes, topics_limit=limit)
+
     async def _close(self, parts: ServiceParts) -> None:
         # Each step is bounded so a dead broker cannot hold the exit forever.
-        steps = [
-            parts.consumer.stop,
-            functools.partial(close_producer, parts.producer),
-            parts.executor.aclose,
-        ]
+        steps = [parts.consumer.stop, parts.engine.parts.publisher.close, parts.executor.aclose]
+        if parts.producer is not None:
+            steps.insert(1, functools.partial(close_producer, parts.producer))
         if parts.ops is not None:
             steps.append(parts.ops.close)
         for step in steps:

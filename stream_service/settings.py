@@ -242,11 +242,14 @@ class ObservabilitySettings(_Section, frozen=True, kw_only=True, forbid_unknown_
 class DeliverySettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Delivery guarantees and the timings of commit, drain and shutdown."""
 
-    mode: Literal["at_least_once"] = "at_least_once"
+    guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     encoding: Encoding = "json"
     commit_interval_s: PositiveFloat = 1.0
     drain_timeout_s: PositiveFloat = 10.0
     shutdown_timeout_s: PositiveFloat = 30.0
+    transactional_id_prefix: str = "stream-service"
+    transaction_interval_ms: PositiveFloat = 100.0
+    transaction_max_records: PositiveInt = 10_000
 
 
 class Config(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -26,7 +26,7 @@ from stream_service.pipeline.admit import Admission
 from stream_service.pipeline.answer import Answers
 from stream_service.pipeline.batch import BatchPolicy, BatchSizer
 from stream_service.pipeline.coalesce import Coalescer
-from stream_service.pipeline.commit import CommitLoop, CommitPolicy, Committer, refresh_lag
+from stream_service.pipeline.commit import CommitLoop, CommitPolicy, Commits, Committer, refresh_lag
 from stream_service.pipeline.consume import BackPressurePolicy, PollLoop
 from stream_service.pipeline.decode import RequestDecoder
 from stream_service.pipeline.dispatch import Dispatcher
@@ -35,10 +35,11 @@ from stream_service.pipeline.execute import AsyncExecutor, Executor
 from stream_service.pipeline.execute_processes import ProcessExecutor
 from stream_service.pipeline.execute_threads import ThreadExecutor
 from stream_service.pipeline.ledger import Ledger
-from stream_service.pipeline.publish import Publisher
+from stream_service.pipeline.publish import Outlet, Publisher
 from stream_service.pipeline.quota import TenantQuota
 from stream_service.pipeline.retry import RetryPolicy
 from stream_service.pipeline.schedule import FairScheduler, SchedulerPolicy
+from stream_service.pipeline.transact import StartProducer, Transactions
 from stream_service.processors.cache import CacheBackend, ResultCache
 from stream_service.processors.loader import LoadedProcessor, ProcessorSpec, load_processor
 from stream_service.settings import Config
@@ -54,9 +55,15 @@ def build_engine(
     metrics: Metrics,
     cache: CacheBackend | None = None,
     renew_producer: Callable[[], Awaitable[Any]] | None = None,
+    start_transactional: StartProducer | None = None,
+    close_producer: Callable[[Any], Awaitable[None]] = clients.close_producer,
     clock: Callable[[], float] = time.monotonic,
 ) -> Engine:
-    """The engine for ``config``, around the given clients, executor and decoder."""
+    """The engine for ``config``, around the given clients, executor and decoder.
+
+    At least once, outputs go through ``producer``; exactly once, through one transactional
+    producer per input partition made by ``start_transactional`` (transactional id -> started
+    producer), and ``producer`` is not used."""
     log = structlog.get_logger("stream_service.engine")
     ledger = Ledger(
         ordered=config.executor.ordering != "unordered",
@@ -81,25 +88,45 @@ def build_engine(
         ordering=config.executor.ordering,
         queued_of=scheduler.queued,
     )
-    publisher = Publisher(
-        producer,
-        encoder,
-        max_request_size=config.kafka.producer_max_request_size,
-        renew=renew_producer,
-        close=clients.close_producer,
-        # the producer fails a batch after request_timeout_ms; allow it that twice, plus linger
-        ack_timeout_s=2 * config.kafka.request_timeout_ms / 1000 + 1.0,
-    )
+    delivery = config.delivery
+    publisher: Outlet
+    committer: Commits
+    if delivery.guarantee == "exactly_once":
+        if start_transactional is None:
+            raise ValueError("exactly_once needs start_transactional")
+        transactions = Transactions(
+            start_producer=start_transactional,
+            close_producer=close_producer,
+            encoder=encoder,
+            ledger=ledger,
+            group_id=config.topics.group_id,
+            txn_id_prefix=delivery.transactional_id_prefix,
+            max_record_bytes=config.kafka.producer_max_request_size,
+            on_committed=lambda n: metrics.commits_total.inc(),
+        )
+        publisher = committer = transactions
+        policy = CommitPolicy(delivery.transaction_interval_ms / 1000, delivery.transaction_max_records)
+    else:
+        publisher = Publisher(
+            producer,
+            encoder,
+            max_request_size=config.kafka.producer_max_request_size,
+            renew=renew_producer,
+            close=close_producer,
+            # the producer fails a batch after request_timeout_ms; allow it that twice, plus linger
+            ack_timeout_s=2 * config.kafka.request_timeout_ms / 1000 + 1.0,
+        )
 
-    def on_commit(offsets: dict[Any, int]) -> None:
-        metrics.commits_total.inc()
-        audit.committed(log, {(tp.topic, tp.partition): off for tp, off in offsets.items()})
+        def on_commit(offsets: dict[Any, int]) -> None:
+            metrics.commits_total.inc()
+            audit.committed(log, {(tp.topic, tp.partition): off for tp, off in offsets.items()})
 
-    committer = Committer(consumer, ledger, on_commit=on_commit)
+        committer = Committer(consumer, ledger, on_commit=on_commit)
+        policy = CommitPolicy.for_capacity(delivery.commit_interval_s, config.executor.max_in_flight)
     commits = CommitLoop(
         committer,
         ledger,
-        CommitPolicy.for_capacity(config.delivery.commit_interval_s, config.executor.max_in_flight),
+        policy,
         after_commit=functools.partial(refresh_lag, consumer, ledger, metrics.set_lag),
         clock=clock,
     )
@@ -149,9 +176,15 @@ class ServiceParts:
     ops: OpsServer | None
 
     @property
-    def producer(self) -> Any:
-        """The publisher's current producer (it may have been replaced since the start)."""
-        return self.engine.parts.publisher.producer
+    def producer(self) -> Any | None:
+        """At least once, the publisher's current producer (it may have been replaced since the
+        start); exactly once there is none (each partition has its own, started on assignment)."""
+        return getattr(self.engine.parts.publisher, "producer", None)
+
+    @property
+    def transactions(self) -> Transactions | None:
+        publisher = self.engine.parts.publisher
+        return publisher if isinstance(publisher, Transactions) else None
 
 
 def build_service(config: Config, readiness: Readiness) -> ServiceParts:
@@ -182,10 +215,12 @@ def build_service(config: Config, readiness: Readiness) -> ServiceParts:
         default_encoding=config.delivery.encoding,
         known_profiles=processor.profiles,
     )
+    exactly_once = config.delivery.guarantee == "exactly_once"
     engine = build_engine(
         config,
         consumer=consumer,
-        producer=clients.service_producer(config),
+        producer=None if exactly_once else clients.service_producer(config),
+        start_transactional=functools.partial(clients.start_transactional, config),
         executor=executor,
         decoder=decoder,
         metrics=metrics,

@@ -34,7 +34,7 @@ from stream_service.pipeline.rebalance import RebalanceListener
 from stream_service.pipeline.retry import RetryPolicy
 from stream_service.processors.cache import ResultCache
 from stream_service.wiring import build_engine
-from tests.fakes import FakeConsumer, FakeProcessor, FakeProducer, SentRecord
+from tests.fakes import FakeConsumer, FakeProcessor, FakeProducer, FakeTxnCoordinator, SentRecord
 
 TP0 = TopicPartition("requests", 0)
 TP1 = TopicPartition("requests", 1)
@@ -130,6 +130,8 @@ class Harness:
         self.processor = processor if processor is not None else FakeProcessor(self.script)
         self.consumer = FakeConsumer()
         self.producer = producer if producer is not None else FakeProducer()
+        self.coordinator = FakeTxnCoordinator()  # exactly once: the transactions' broker side
+        self.consumer.committed = self.coordinator.offsets  # one store of committed offsets
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry, enabled=metrics)
         executor = AsyncExecutor(
@@ -152,6 +154,8 @@ class Harness:
             decoder=decoder,
             metrics=self.metrics,
             cache=cache,
+            start_transactional=self.coordinator.start_producer,
+            close_producer=_stop,
         )
         self.listener = RebalanceListener(self.engine, cfg.delivery.drain_timeout_s)
         self.ledger = self.engine.ledger
@@ -215,3 +219,5 @@ async def not_done_within(task: asyncio.Task[Any], seconds: float) -> bool:
     return not done
 
 
+async def _stop(producer: Any) -> None:
+    await producer.stop()

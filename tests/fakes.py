@@ -140,6 +140,20 @@ class FakeConsumer:
             self._assignment.discard(tp)
             self._paused.discard(tp)
 
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Fetch ``tp`` from ``offset`` next."""
+        self._position[tp] = offset
+
+    async def seek_to_committed(self, *partitions: TopicPartition) -> dict[TopicPartition, int | None]:
+        """Fetch each partition from its committed offset (as of now); the offsets, None when none."""
+        await asyncio.sleep(0)  # an OffsetFetch round trip
+        found: dict[TopicPartition, int | None] = {}
+        for tp in partitions:
+            found[tp] = self.committed.get(tp)
+            if found[tp] is not None:
+                self._position[tp] = found[tp]  # type: ignore[assignment]
+        return found
+
     def recreate(self, tp: TopicPartition) -> None:
         """The topic was deleted and created again: the log restarts at offset 0, and so does fetching."""
         self._log[tp] = []
@@ -449,3 +463,113 @@ class FakeProcessor:
 
     async def aclose(self) -> None:
         self.closed = True
+
+
+class FakeTxnCoordinator:
+    """The broker side of transactions, for :class:`FakeTxnProducer`.
+
+    Producers of one transactional id fence each other (the newer epoch wins). :attr:`committed`
+    holds the records of committed transactions, in commit order (what a read_committed
+    consumer sees); :attr:`offsets` the offsets committed with them, by (group, partition).
+    """
+
+    def __init__(self) -> None:
+        self.epochs: dict[str, int] = {}
+        self.committed: list[SentRecord] = []
+        self.offsets: dict[TopicPartition, int] = {}
+        self.aborted = 0
+        self.commits = 0
+        self._fail_commits: list[BaseException] = []
+        self._fail_sends: list[BaseException] = []
+        self.changed = asyncio.Event()
+
+    def fail_next_commits(self, n: int, exc: type[KafkaError] = KafkaError) -> None:
+        self._fail_commits.extend(exc(f"injected commit failure {i}") for i in range(n))
+
+    def fail_next_sends(self, n: int, exc: type[KafkaError] = KafkaTimeoutError) -> None:
+        self._fail_sends.extend(exc(f"injected send failure {i}") for i in range(n))
+
+    def producer(self, transactional_id: str) -> FakeTxnProducer:
+        return FakeTxnProducer(self, transactional_id)
+
+    async def start_producer(self, transactional_id: str) -> FakeTxnProducer:
+        producer = self.producer(transactional_id)
+        await producer.start()
+        return producer
+
+    async def wait_committed(self, n: int) -> None:
+        """Return once at least ``n`` records are in committed transactions."""
+        while len(self.committed) < n:
+            self.changed.clear()
+            await self.changed.wait()
+
+
+class FakeTxnProducer:
+    """A transactional producer: sends go into the open transaction, visible once it commits."""
+
+    def __init__(self, coordinator: FakeTxnCoordinator, transactional_id: str) -> None:
+        self.coordinator = coordinator
+        self.transactional_id = transactional_id
+        self.epoch = -1
+        self.in_txn = False
+        self.pending: list[SentRecord] = []
+        self.pending_offsets: dict[TopicPartition, int] = {}
+        self.stopped = False
+
+    def _check(self) -> None:
+        from aiokafka.errors import ProducerFenced
+
+        if self.coordinator.epochs.get(self.transactional_id) != self.epoch:
+            raise ProducerFenced(f"{self.transactional_id} epoch {self.epoch} was fenced")
+
+    async def start(self) -> None:
+        await asyncio.sleep(0)  # a round trip to the transaction coordinator
+        self.epoch = self.coordinator.epochs[self.transactional_id] = (
+            self.coordinator.epochs.get(self.transactional_id, -1) + 1
+        )
+
+    async def begin_transaction(self) -> None:
+        self._check()
+        self.in_txn, self.pending, self.pending_offsets = True, [], {}
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+    ) -> asyncio.Future[Any]:
+        if not self.in_txn:
+            raise KafkaError("Can't send messages while not in transaction")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.coordinator._fail_sends:
+            future.set_exception(self.coordinator._fail_sends.pop(0))
+            return future
+        rec = SentRecord(topic, value, key, list(headers or ()), future)
+        self.pending.append(rec)
+        future.set_result(RecordMetadata(topic, 0, TopicPartition(topic, 0), len(self.pending), -1, 0, -1))
+        return future
+
+    async def send_offsets_to_transaction(self, offsets: Mapping[TopicPartition, int], group_id: str) -> None:
+        self._check()
+        self.pending_offsets.update(offsets)
+
+    async def commit_transaction(self) -> None:
+        await asyncio.sleep(0)  # EndTxn is a round trip: let other tasks run meanwhile
+        self._check()
+        if self.coordinator._fail_commits:
+            raise self.coordinator._fail_commits.pop(0)
+        self.coordinator.committed.extend(self.pending)
+        self.coordinator.offsets.update(self.pending_offsets)
+        self.coordinator.commits += 1
+        self.in_txn, self.pending, self.pending_offsets = False, [], {}
+        self.coordinator.changed.set()
+
+    async def abort_transaction(self) -> None:
+        self._check()
+        self.coordinator.aborted += 1
+        self.in_txn, self.pending, self.pending_offsets = False, [], {}
+
+    async def stop(self) -> None:
+        self.stopped = True

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from aiokafka import TopicPartition
@@ -110,6 +110,12 @@ class Committer:
         return True
 
 
+class Commits(Protocol):
+    """What commits: :class:`Committer` (consumer offsets) or the transactions (exactly once)."""
+
+    async def commit(self, partitions: Iterable[TopicPartition] | None = None) -> bool: ...
+
+
 class CommitLoop:
     """Commits about once per interval, sooner when the policy says finished work holds capacity.
 
@@ -119,7 +125,7 @@ class CommitLoop:
 
     def __init__(
         self,
-        committer: Committer,
+        committer: Commits,
         ledger: Ledger,
         policy: CommitPolicy,
         *,

@@ -61,6 +61,7 @@ class PollLoop:
         self._ledger = ledger
         self._policy = policy
         self._paused: set[TopicPartition] = set()
+        self._held: set[TopicPartition] = set()  # paused until released, whatever the back-pressure
         self._stop = asyncio.Event()
         self._log = structlog.get_logger("stream_service.consume")
         self._on_pause_change = on_pause_change
@@ -70,9 +71,33 @@ class PollLoop:
         self._stop.set()
 
     def assigned(self, partitions: Iterable[TopicPartition]) -> None:
-        """A new assignment: nothing is paused any more."""
+        """A new assignment: nothing is paused by back-pressure any more (held partitions stay paused)."""
         self._paused.clear()
-        self._consumer.resume(*partitions)
+        self._held.intersection_update(partitions)
+        self._consumer.resume(*(tp for tp in partitions if tp not in self._held))
+
+    def hold(self, partitions: Iterable[TopicPartition]) -> None:
+        """Fetch nothing of these partitions until :meth:`release` (they are not ready, or lost)."""
+        held = list(partitions)
+        self._held.update(held)
+        self._consumer.pause(*held)
+
+    def release(self, partitions: Iterable[TopicPartition]) -> None:
+        """Fetch these partitions again (back-pressure may still pause them)."""
+        released = [tp for tp in partitions if tp in self._held]
+        self._held.difference_update(released)
+        self._consumer.resume(*(tp for tp in released if tp not in self._paused))
+
+    async def from_committed(self, partitions: Iterable[TopicPartition]) -> None:
+        """Read these partitions from their committed offsets (as the group stores them now)."""
+        await self._consumer.seek_to_committed(*partitions)
+
+    async def rewind(self, tp: TopicPartition, offset: int | None) -> None:
+        """Read ``tp`` again from ``offset`` (None: from its committed offset)."""
+        if offset is None:
+            await self._consumer.seek_to_committed(tp)
+        else:
+            self._consumer.seek(tp, offset)
 
     @property
     def paused(self) -> frozenset[TopicPartition]:
@@ -90,8 +115,9 @@ class PollLoop:
         to_pause: list[TopicPartition] = []
         to_resume: list[TopicPartition] = []
         reason = "in_flight_full" if free <= 0 else "in_flight_bytes_full" if free_bytes <= 0 else "backlog"
+        held = self._held
         for tp, state in states.items():
-            if state.revoked:
+            if state.revoked or tp in held:
                 continue
             if tp not in paused:
                 if global_full or state.queued >= backlog:
@@ -118,7 +144,7 @@ class PollLoop:
         ledger = self._ledger
         while not self._stop.is_set():
             free = self._apply_back_pressure()
-            flowing = any(tp not in self._paused for tp in ledger.states)
+            flowing = any(tp not in self._paused and tp not in self._held for tp in ledger.states)
             if free <= 0 or not flowing:
                 ledger.capacity_changed.clear()
                 try:

@@ -120,12 +120,14 @@ class Ledger:
     # ------------------------------------------------------------------------- records
 
     def consumed(self, items: Sequence[WorkItem]) -> None:
-        """Records fetched from the consumer; each starts queued."""
+        """Records fetched from the consumer; each starts queued and gets its rank (``seq``)."""
         nbytes = 0
         for item in items:
             state = item.state
             state.tracker.add(item.offset)
             state.queued += 1
+            item.seq = state.consumed
+            state.consumed += 1
             nbytes += item.size
         self.tracked += len(items)
         self.active += len(items)

@@ -25,12 +25,16 @@ class OffsetTracker:
     Rejects: an offset added out of order (``ValueError``), since that breaks the invariant.
     """
 
-    __slots__ = ("_pending", "_done", "_committable", "_last_added", "_added", "_finished", "_committed")
+    __slots__ = (
+        "_pending", "_done", "_committable", "_first_added", "_last_added",
+        "_added", "_finished", "_committed",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self._pending: deque[int] = deque()
         self._done: set[int] = set()
         self._committable: int | None = None
+        self._first_added: int | None = None
         self._last_added = -1
         self._added = 0  # offsets ever added
         self._finished = 0  # offsets that left the unfinished prefix (became committable)
@@ -40,6 +44,8 @@ class OffsetTracker:
         """Register a consumed offset that is not finished yet."""
         if offset <= self._last_added:
             raise ValueError(f"offset {offset} added after {self._last_added}; offsets must increase")
+        if self._first_added is None:
+            self._first_added = offset
         self._last_added = offset
         self._pending.append(offset)
         self._added += 1
@@ -60,6 +66,11 @@ class OffsetTracker:
                 self._finished += 1
         else:
             self._done.add(offset)
+
+    @property
+    def first_added(self) -> int | None:
+        """The first offset added (None before it): where this partition's reading began."""
+        return self._first_added
 
     @property
     def last_added(self) -> int:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 import structlog
+from aiokafka import TopicPartition
 from aiokafka.errors import (
     InvalidProducerEpoch,
     KafkaError,
@@ -22,6 +23,7 @@ from aiokafka.errors import (
 from aiokafka.partitioner import DefaultPartitioner
 
 from stream_service.pipeline.encode import OutputEncoder, OutRecord
+from stream_service.pipeline.work import PartitionState
 
 PUBLISH_BACKOFF_INITIAL_S = 0.2
 PUBLISH_BACKOFF_MAX_S = 5.0
@@ -39,6 +41,32 @@ MIN_BATCH_CAP_BYTES = 1024  # the batch size cap never falls below this
 
 SendResult = asyncio.Future[Any] | BaseException
 Close = Callable[[Any], Awaitable[None]]
+Replay = Callable[[TopicPartition, int | None], Awaitable[None]]
+Done = Callable[[list[OutRecord]], None]  # told which records are acknowledged (or discarded) now
+
+
+class Outlet(Protocol):
+    """Where outputs go: :class:`Publisher` (at least once) or
+    :class:`~stream_service.pipeline.transact.Transactions` (exactly once).
+
+    ``publish`` returns once the records are acknowledged (or, exactly once, discarded because
+    their inputs are read again), telling ``done`` as groups of them get there; ``prepare``
+    readies newly assigned partitions and ``close`` lets revoked ones go (None: all, at
+    shutdown). With ``fences`` true, a newly assigned partition must be read from its committed
+    offset once ``prepare`` returned (previous owners are fenced only then).
+    """
+
+    fences: bool
+
+    def bind(self, *, replay: Replay, on_lost: Callable[[TopicPartition], None]) -> None: ...
+
+    async def prepare(self, states: Iterable[tuple[TopicPartition, PartitionState]]) -> None: ...
+
+    def rebind(self, tp: TopicPartition, state: PartitionState) -> None: ...
+
+    async def publish(self, records: Sequence[OutRecord], done: Done | None = None) -> None: ...
+
+    async def close(self, partitions: Iterable[TopicPartition] | None = None) -> None: ...
 
 
 class Publisher:
@@ -95,6 +123,20 @@ class Publisher:
         self._partitions: dict[str, list[int]] = {}  # topic -> partition ids, for batched sends
         self._partitioner = DefaultPartitioner()
         self.batch_cap_bytes = max_request_size  # lowered when the broker refuses a batch as too large
+
+    fences = False  # at least once: nothing to fence, positions come from the group as usual
+
+    def bind(self, *, replay: Replay, on_lost: Callable[[TopicPartition], None]) -> None:
+        """Nothing to bind: at least once never reads a partition again by itself."""
+
+    async def prepare(self, states: Iterable[tuple[TopicPartition, PartitionState]]) -> None:
+        """Nothing to prepare: one producer serves every partition."""
+
+    def rebind(self, tp: TopicPartition, state: PartitionState) -> None:
+        """Nothing is kept per partition."""
+
+    async def close(self, partitions: Iterable[TopicPartition] | None = None) -> None:
+        """Nothing is kept per partition (the service closes the producer itself)."""
 
     def _shrink(self, rec: OutRecord) -> bool:
         """Replace a record refused on its own; False when it is minimal already (it cannot shrink)."""
@@ -253,7 +295,12 @@ class Publisher:
                 acks[id(fut)] = fut.exception() or fut.result()
         return acks
 
-    async def publish(self, records: Sequence[OutRecord]) -> None:
+    async def publish(self, records: Sequence[OutRecord], done: Done | None = None) -> None:
+        await self._publish(records)
+        if done is not None:
+            done(list(records))
+
+    async def _publish(self, records: Sequence[OutRecord]) -> None:
         pending = list(records)
         alone: set[int] = set()  # ids of records to send in a batch of their own
         backoff = PUBLISH_BACKOFF_INITIAL_S

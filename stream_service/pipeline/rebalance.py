@@ -14,7 +14,7 @@ from stream_service.observability import audit
 class PartitionOwner(Protocol):
     """Who takes partitions on and hands them over (the engine)."""
 
-    def assign(self, partitions: Collection[TopicPartition]) -> None: ...
+    async def assign(self, partitions: Collection[TopicPartition]) -> None: ...
 
     async def revoke(self, partitions: Collection[TopicPartition], timeout_s: float) -> bool: ...
 
@@ -50,6 +50,6 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         audit.partitions_assigned(self._log, [(tp.topic, tp.partition) for tp in assigned])
-        self._owner.assign(assigned)
+        await self._owner.assign(assigned)
         if self._on_rebalance is not None:
             self._on_rebalance(False)

@@ -24,7 +24,9 @@ class PartitionState:
     :class:`~stream_service.pipeline.admit.Admission`.
     """
 
-    __slots__ = ("topic", "partition", "tracker", "gate", "queued", "in_flight", "revoked", "forgotten")
+    __slots__ = (
+        "topic", "partition", "tracker", "gate", "queued", "in_flight", "consumed", "revoked", "forgotten",
+    )  # fmt: skip
 
     def __init__(self, topic: str, partition: int, *, ordered: bool) -> None:
         self.topic = topic
@@ -33,6 +35,7 @@ class PartitionState:
         self.gate: KeyGate[WorkItem] | None = KeyGate() if ordered else None
         self.queued = 0  # consumed, waiting for a gate or the scheduler
         self.in_flight = 0  # dispatched or answered, output not yet acknowledged
+        self.consumed = 0  # records taken from this partition (each item's ``seq`` is its rank)
         self.revoked = False  # no longer admitting: waiting work was dropped
         self.forgotten = False  # released by the ledger: nothing of it will be committed
 
@@ -60,6 +63,7 @@ class WorkItem:
         "scheduled",
         "running",
         "answer",
+        "seq",
     )
 
     def __init__(
@@ -86,3 +90,4 @@ class WorkItem:
         self.scheduled = False  # went through the scheduler; holds a tenant in-flight slot
         self.running = False  # left the queue: dispatched, or answered without running
         self.answer: OutRecord | None = None  # answered without running (bad input, over quota)
+        self.seq = 0  # its rank among the records of its partition state, set by the ledger

@@ -40,6 +40,7 @@ from stream_service.tools.reconcile import Verdict, reconcile_topics
 from stream_service.tools.reconcile import render_text as render_verdict
 from stream_service.tools.report import Report, analyse
 from stream_service.tools.report import render_text as render_report
+from stream_service.tools.scan import Isolation
 
 __all__ = [
     "Broker",
@@ -382,9 +383,11 @@ async def _steps(
 async def _report(config: Config, topics: DemoTopics, outcome: DemoOutcome, count: int, out: IO[str]) -> None:
     """Print the report and the reconcile verdict; set the exit code from the verdict."""
     options = tools_options(config)
+    exactly_once = config.delivery.guarantee == "exactly_once"
+    isolation: Isolation = "read_committed" if exactly_once else "read_uncommitted"
     outputs, verdict = await asyncio.gather(
-        read_outputs(options, topics.results, topics.errors),
-        reconcile_topics(options, topics.input, [topics.results, topics.errors]),
+        read_outputs(options, topics.results, topics.errors, isolation=isolation),
+        reconcile_topics(options, topics.input, [topics.results, topics.errors], exactly_once=exactly_once),
     )
     summary = analyse(outputs.records, wall_seconds=outputs.wall_seconds)
     outcome.report = msgspec.structs.replace(summary, skipped_records=outputs.skipped)

@@ -75,6 +75,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"seconds the service may take to answer everything (default {BASE_TIMEOUT_S:.0f}, "
         "plus count/rate with --rate)",
     )
+    parser.add_argument(
+        "--exactly-once",
+        action="store_true",
+        help="run with delivery.guarantee = exactly_once; the verdict then also requires 0 duplicates",
+    )
     parser.add_argument("--seed", type=int, default=0, help="fixes every generated request")
     parser.add_argument(
         "--keep-broker",
@@ -98,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
     for dest, key in named:
         if getattr(args, dest, None):
             flags[key], labels[key] = getattr(args, dest), f"flag --{dest.replace('_', '-')}"
+    if args.exactly_once:
+        flags["delivery.guarantee"], labels["delivery.guarantee"] = "exactly_once", "flag --exactly-once"
     try:
         base, sources = load_config_with_sources(file=args.config_file, flags=flags, flag_labels=labels)
     except ConfigError as exc:

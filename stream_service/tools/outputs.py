@@ -11,7 +11,7 @@ import msgspec
 
 from stream_service.messages import ErrorRecord, Result
 from stream_service.tools.lineage import OutputDecoder, content_type
-from stream_service.tools.scan import scan_topic
+from stream_service.tools.scan import Isolation, scan_topic
 
 __all__ = ["Outputs", "load_jsonl", "read_outputs"]
 
@@ -51,6 +51,7 @@ async def read_outputs(
     *,
     since_ms: int | None = None,
     until_ms: int | None = None,
+    isolation: Isolation = "read_uncommitted",
 ) -> Outputs:
     """Outputs of both topics; the wall time is the span of their record timestamps."""
     decoder = OutputDecoder()
@@ -66,8 +67,22 @@ async def read_outputs(
         return on_record
 
     scans = await asyncio.gather(
-        scan_topic(options, results_topic, sink(decoder.result), since_ms=since_ms, until_ms=until_ms),
-        scan_topic(options, errors_topic, sink(decoder.error), since_ms=since_ms, until_ms=until_ms),
+        scan_topic(
+            options,
+            results_topic,
+            sink(decoder.result),
+            since_ms=since_ms,
+            until_ms=until_ms,
+            isolation=isolation,
+        ),
+        scan_topic(
+            options,
+            errors_topic,
+            sink(decoder.error),
+            since_ms=since_ms,
+            until_ms=until_ms,
+            isolation=isolation,
+        ),
     )
     firsts = [s.first_timestamp_ms for s in scans if s.first_timestamp_ms is not None]
     lasts = [s.last_timestamp_ms for s in scans if s.last_timestamp_ms is not None]

@@ -29,7 +29,7 @@ from stream_service.errors import ConfigError, ToolError
 from stream_service.exit_codes import ExitCode
 from stream_service.tools.connection import add_connection_arguments, tool_config
 from stream_service.tools.lineage import parse_lineage
-from stream_service.tools.scan import partition_bounds, scan_topic
+from stream_service.tools.scan import Isolation, partition_bounds, scan_topic
 
 __all__ = ["PartitionVerdict", "Tally", "Verdict", "reconcile", "register"]
 
@@ -72,6 +72,7 @@ class Verdict(msgspec.Struct, frozen=True, kw_only=True):
     other_topics: int  # outputs answering another input topic
     unlabelled: int = 0  # outputs without lineage headers
     contiguous: bool = True  # True when offsets were assumed contiguous, not read
+    exactly_once: bool = False  # True when duplicates count against ``ok`` (committed data checked)
     partitions: list[PartitionVerdict] = []
 
 
@@ -258,12 +259,17 @@ async def reconcile_topics(
     from_offset: int | None = None,
     to_offset: int | None = None,
     assume_contiguous: bool = False,
+    isolation: Isolation = "read_uncommitted",
+    exactly_once: bool = False,
 ) -> Verdict:
     """Read the input's offsets and the outputs' lineage from Kafka and reconcile them.
 
     Input ranges are captured first, then the output end offsets: outputs written for inputs in
-    range before the scan starts are all seen.
+    range before the scan starts are all seen. With ``exactly_once`` the outputs are read
+    ``read_committed`` and a duplicate output makes the verdict fail too.
     """
+    if exactly_once:
+        isolation = "read_committed"
     ranges = await input_ranges(options, input_topic, partitions, from_offset, to_offset)
     tally = Tally(input_topic, ranges, contiguous=assume_contiguous)
 
@@ -274,7 +280,7 @@ async def reconcile_topics(
         else:
             tally.seen(lineage.topic, lineage.partition, lineage.offset)
 
-    scans = [scan_topic(options, topic, on_output) for topic in output_topics]
+    scans = [scan_topic(options, topic, on_output, isolation=isolation) for topic in output_topics]
     if not assume_contiguous and any(start < stop for start, stop in ranges.values()):
         # Keys and values are fetched but never decoded: only the offsets matter.
         scans.append(
@@ -290,7 +296,11 @@ async def reconcile_topics(
             raise ToolError(
                 f"could not read {stats.topic} to its end (no progress): the verdict would be wrong"
             )
-    return tally.verdict()
+    verdict = tally.verdict()
+    if exactly_once:
+        ok = verdict.ok and verdict.duplicate_outputs == 0
+        verdict = msgspec.structs.replace(verdict, exactly_once=True, ok=ok)
+    return verdict
 
 
 # ------------------------------------------------------------------------------------------ rendering
@@ -325,10 +335,11 @@ def render_text(verdict: Verdict) -> str:
         (unknown, "outputs naming offsets the input topic does not hold"),
     ]
     lines += [f"note: {count} {what}" for count, what in notes if count]
-    status = "OK" if verdict.ok else "MISSING"
-    lines.append(
-        f"{status}: {verdict.answered}/{verdict.expected} inputs answered, {verdict.missing} missing"
-    )
+    status = "OK" if verdict.ok else "MISSING" if verdict.missing else "DUPLICATES"
+    summary = f"{status}: {verdict.answered}/{verdict.expected} inputs answered, {verdict.missing} missing"
+    if verdict.exactly_once:
+        summary += f", {verdict.duplicate_outputs} duplicates in committed data"
+    lines.append(summary)
     return "\n".join(lines) + "\n"
 
 
@@ -365,12 +376,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="do not read the input topic: treat every offset in range as an input (faster; wrong "
         "for transactional or compacted input topics)",
     )
+    parser.add_argument(
+        "--isolation",
+        choices=["read_uncommitted", "read_committed"],
+        default="read_uncommitted",
+        help="read every output, or only those of committed transactions (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--exactly-once",
+        action="store_true",
+        help="check committed data (read_committed) and fail on duplicate outputs too",
+    )
     parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Handler of ``stream-service reconcile``: 0 all answered, 1 some missing, 2 errors."""
+    """Handler of ``stream-service reconcile``: 0 all answered, 1 some missing (or, with
+    ``--exactly-once``, duplicated), 2 errors."""
     try:
         config = tool_config(
             args,
@@ -389,6 +412,8 @@ def run(args: argparse.Namespace) -> int:
                 from_offset=args.from_offset,
                 to_offset=args.to_offset,
                 assume_contiguous=args.assume_contiguous,
+                isolation=args.isolation,
+                exactly_once=args.exactly_once,
             )
         )
     except (ToolError, ConfigError, KafkaError, OSError) as exc:

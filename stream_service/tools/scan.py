@@ -8,7 +8,7 @@ import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -16,7 +16,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from stream_service.errors import ToolError
 
-__all__ = ["ScanStats", "parse_time", "partition_bounds", "scan_topic", "topic_partitions"]
+__all__ = ["Isolation", "ScanStats", "parse_time", "partition_bounds", "scan_topic", "topic_partitions"]
+
+Isolation = Literal["read_uncommitted", "read_committed"]
 
 # A scan gives up when no record arrives for this long although the end offsets are not reached
 # (e.g. the partition leader is unavailable); it then reports itself incomplete.
@@ -94,6 +96,7 @@ async def scan_topic(
     until_ms: int | None = None,
     ranges: Mapping[int, tuple[int, int]] | None = None,
     idle_timeout_s: float = IDLE_TIMEOUT_S,
+    isolation: Isolation = "read_uncommitted",
 ) -> ScanStats:
     """Call ``on_record`` for every record of ``topic`` in bounds, in offset order per partition.
 
@@ -101,7 +104,8 @@ async def scan_topic(
     clamped to the partition's beginning and to the end offset captured at start; ``since_ms``
     starts at the first record at or after that time, ``until_ms`` stops a partition at its
     first record after it. ``ranges`` (partition -> [start, end)) replaces the other bounds.
-    Reads outside any consumer group: nothing is committed.
+    Reads outside any consumer group: nothing is committed. With ``isolation="read_committed"``
+    only records of committed transactions are read, up to the last stable offset.
     """
     consumer = AIOKafkaConsumer(
         **options,
@@ -109,6 +113,7 @@ async def scan_topic(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=_MAX_POLL_RECORDS,
+        isolation_level=isolation,
     )
     await consumer.start()
     try:

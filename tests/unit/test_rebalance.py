@@ -15,7 +15,7 @@ class Owner:
     def __init__(self) -> None:
         self.calls: list[tuple[str, frozenset[TopicPartition], float | None]] = []
 
-    def assign(self, partitions: Collection[TopicPartition]) -> None:
+    async def assign(self, partitions: Collection[TopicPartition]) -> None:
         self.calls.append(("assign", frozenset(partitions), None))
 
     async def revoke(self, partitions: Collection[TopicPartition], timeout_s: float) -> bool:
