@@ -26,12 +26,19 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-async def create_topics(bootstrap: str, partitions: Mapping[str, int], replication: int = 1) -> None:
+async def create_topics(
+    bootstrap: str,
+    partitions: Mapping[str, int],
+    replication: int = 1,
+    configs: Mapping[str, str] | None = None,
+) -> None:
     """Create the topics and wait until every partition has a leader (so nothing races metadata)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(t, n, replication) for t, n in partitions.items()])
+        await admin.create_topics(
+            [NewTopic(t, n, replication, topic_configs=dict(configs or {})) for t, n in partitions.items()]
+        )
         async with asyncio.timeout(30):
             while await topic_partitions(admin, list(partitions)) != dict(partitions):  # noqa: ASYNC110
                 await asyncio.sleep(0.05)  # metadata has no change notification; poll it briefly
@@ -165,16 +172,20 @@ class Output:
 class Outputs:
     """Reads the results and errors topics from the beginning, tracking which inputs are answered."""
 
-    def __init__(self, bootstrap: str, topics: Topics) -> None:
+    def __init__(self, bootstrap: str, topics: Topics, *, read_committed: bool = False) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
+        self.isolation = "read_committed" if read_committed else "read_uncommitted"
         self.items: list[Output] = []
         self.seen: Counter[tuple[int, int]] = Counter()
         self._consumer: AIOKafkaConsumer | None = None
 
     async def __aenter__(self) -> Outputs:
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level=self.isolation,
         )
         await self._consumer.start()
         tps = []
