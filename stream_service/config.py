@@ -56,6 +56,7 @@ from stream_service.settings import (
     describe,
     is_secret,
     redact_tree,
+    redact_url,
 )
 
 __all__ = [
@@ -92,6 +93,13 @@ BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 # default of processor.http.api_key_env) holding a secret. Any other unknown one is a typo.
 _ENV_NOT_SETTINGS = frozenset({CONFIG_FILE_ENV, "STREAM_SERVICE_KAFKA_CACHE", "STREAM_SERVICE_KAFKA_VERSION"})
 _SOURCE_RANK = {"default": 0, "file": 1, "env": 2, "flag": 3}
+# Settings that no longer exist, and what to set instead: an old config gets this, not "unknown".
+_REMOVED = {
+    "processor.http.max_retries": (
+        "the http processor no longer retries on its own: the engine makes retry.max_attempts "
+        "attempts in all (one HTTP request each); set retry.max_attempts instead"
+    ),
+}
 _PROCESSOR_NAME = re.compile(r"resonance|http|echo|python:[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
@@ -122,7 +130,7 @@ def _show(value: object, text: bool) -> str:
 
 def _invalid(name: str, value: object, source: str, allowed: str) -> ConfigError:
     text = source.startswith(("env ", "flag "))
-    shown = REDACTED if is_secret(name) and value is not None else _show(value, text)
+    shown = REDACTED if is_secret(name) and value is not None else redact_url(_show(value, text))
     return ConfigError(f"invalid setting {name} = {shown} (from {source}): expected {allowed}")
 
 
@@ -213,9 +221,15 @@ def _read_file(path: str, origin: str) -> dict[str, _Value]:
     return out
 
 
+def _removed(key: str, source: str) -> ConfigError:
+    return ConfigError(f"setting {key} (from {source}) was removed: {_REMOVED[key]}")
+
+
 def _flatten(table: dict[str, Any], prefix: str, source: str, out: dict[str, _Value]) -> None:
     for name, raw in table.items():
         key = prefix + name
+        if key in _REMOVED:
+            raise _removed(key, source)
         if key in SETTINGS:
             out[key] = _Value(raw, source, False)
         elif key in SECTIONS:
@@ -240,7 +254,10 @@ def _read_env(environ: Mapping[str, str]) -> dict[str, _Value]:
 def _check_env_names(environ: Mapping[str, str], values: Mapping[str, Any]) -> None:
     api_key_env = "processor.http.api_key_env"
     allowed = _ENV_NOT_SETTINGS | {SETTINGS[api_key_env].default, values.get(api_key_env)}
+    removed = {ENV_PREFIX + key.upper().replace(".", "__"): key for key in _REMOVED}
     for name in sorted(environ):
+        if name in removed:
+            raise _removed(removed[name], f"env {name}")
         if name.startswith(ENV_PREFIX) and name not in _BY_ENV and name not in allowed:
             hint = _suggest(name, _BY_ENV) or f"; settings are {ENV_PREFIX}<SECTION>__<FIELD>"
             raise ConfigError(f"unknown environment variable {name}: no setting reads it{hint}")
@@ -304,6 +321,9 @@ def _check_rules(config: Config, sources: Mapping[str, str]) -> None:
     if not _PROCESSOR_NAME.fullmatch(config.processor.name):
         allowed = "resonance, http, echo, or python:package.module:attribute"
         raise _invalid("processor.name", config.processor.name, source("processor.name"), allowed)
+    if config.processor.name == "http" and config.processor.http.timeout_s is not None:
+        # The processor's limit must fit in the engine's, or the engine cuts every slow call first.
+        ordered("processor.http.timeout_s", "executor.request_timeout_s")
 
 
 def load_config_with_sources(
@@ -324,6 +344,8 @@ def load_config_with_sources(
     provided.update(_read_env(environ))
     for key, raw in (flags or {}).items():
         label = (flag_labels or {}).get(key, f"flag --set {key}")
+        if key in _REMOVED:
+            raise _removed(key, label)
         if key not in SETTINGS:
             raise ConfigError(f"unknown setting {key} (from {label})" + _suggest(key, SETTINGS))
         provided[key] = _Value(raw, label, isinstance(raw, str))

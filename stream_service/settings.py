@@ -13,6 +13,7 @@ Secrets (any field named ``*password``, ``*secret``, ``*api_key``, ``*token``) a
 from __future__ import annotations
 
 import builtins
+import re
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -36,14 +37,25 @@ def is_secret(name: str) -> bool:
     return name.lower().endswith(SECRET_SUFFIXES)
 
 
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]*@")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the ``user:password@`` of any URL in it shown as ``***@``."""
+    return _URL_USERINFO.sub(rf"\g<scheme>{REDACTED}@", text)
+
+
 def redact_tree(value: Any) -> Any:
-    """``value`` (builtins: dicts, lists, scalars) with every secret-named key's value shown as ``***``."""
+    """``value`` (builtins: dicts, lists, scalars) with every secret-named key's value shown as ``***``,
+    and the credentials of any URL in a string shown as ``***@``."""
     if isinstance(value, dict):
         return {
             k: REDACTED if is_secret(str(k)) and v is not None else redact_tree(v) for k, v in value.items()
         }
     if isinstance(value, list):
         return [redact_tree(v) for v in value]
+    if isinstance(value, str) and "@" in value:
+        return redact_url(value)
     return value
 
 
@@ -167,9 +179,11 @@ class HttpProcessorSettings(_Section, frozen=True, kw_only=True, forbid_unknown_
     api_key_file: str | None = None
     # The key itself; when unset, the loader fills it from $api_key_env, else from api_key_file.
     api_key: str | None = None  # a secret
-    timeout_s: PositiveFloat = 30.0
-    max_retries: NonNegativeInt = 3
+    # One attempt's limit; unset, the engine's executor.request_timeout_s alone bounds it.
+    timeout_s: PositiveFloat | None = None
     max_connections: PositiveInt = 64
+    http2: bool = True
+    proxy: str | None = None  # its user:password, if any, is redacted wherever it is shown
     max_tokens: PositiveInt = 512
     temperature: NonNegativeFloat = 0.7
 

@@ -571,6 +571,64 @@ def test_config_command_reports_invalid_config(
     )
 
 
+# ---------------------------------------------------------------------------- http processor
+
+
+def test_proxy_credentials_are_redacted() -> None:
+    """A proxy URL's user:password is usable but shown as *** by repr() and redacted()."""
+    config = load_config(environ={"STREAM_SERVICE_PROCESSOR__HTTP__PROXY": f"http://svc:{SECRET}@proxy:3128"})
+    assert config.processor.http.proxy == f"http://svc:{SECRET}@proxy:3128"
+    assert SECRET not in repr(config) and "http://***@proxy:3128" in repr(config.processor.http)
+    assert redacted(config)["processor"]["http"]["proxy"] == "http://***@proxy:3128"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "source"),
+    [
+        pytest.param({"file": "toml"}, "file", id="file"),
+        pytest.param({"environ": {"STREAM_SERVICE_PROCESSOR__HTTP__MAX_RETRIES": "3"}}, "env", id="env"),
+        pytest.param({"flags": {"processor.http.max_retries": "3"}}, "flag", id="flag"),
+    ],
+)
+def test_removed_max_retries_points_at_retry_max_attempts(
+    kwargs: dict[str, object], source: str, tmp_path: Path
+) -> None:
+    """processor.http.max_retries, from any source, fails with a line saying to set retry.max_attempts."""
+    if kwargs.get("file") == "toml":
+        kwargs = {"file": write_toml(tmp_path, "[processor.http]\nmax_retries = 3\n"), "environ": {}}
+    message = config_error(**{"environ": {}, **kwargs})
+    assert message.startswith(f"setting processor.http.max_retries (from {source}")
+    assert "was removed" in message and "set retry.max_attempts instead" in message
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        pytest.param(
+            {"STREAM_SERVICE_PROCESSOR__HTTP__TIMEOUT_S": "60"},
+            "invalid setting processor.http.timeout_s = 60.0 "
+            "(from env STREAM_SERVICE_PROCESSOR__HTTP__TIMEOUT_S): "
+            "expected a value <= executor.request_timeout_s (30.0, from default)",
+            id="longer than the engine allows",
+        ),
+        pytest.param({"STREAM_SERVICE_PROCESSOR__HTTP__TIMEOUT_S": "30"}, None, id="equal is fine"),
+        pytest.param({}, None, id="unset: the engine's timeout bounds it"),
+        pytest.param(
+            {"STREAM_SERVICE_PROCESSOR__HTTP__TIMEOUT_S": "60", "STREAM_SERVICE_PROCESSOR__NAME": "echo"},
+            None,
+            id="not checked for another processor",
+        ),
+    ],
+)
+def test_http_timeout_fits_in_executor_timeout(environ: dict[str, str], message: str | None) -> None:
+    """processor.http.timeout_s, when set for the http processor, is at most executor.request_timeout_s."""
+    environ = {"STREAM_SERVICE_PROCESSOR__NAME": "http", **environ}
+    if message is None:
+        load_config(environ=environ)
+    else:
+        assert config_error(environ=environ) == message
+
+
 # ------------------------------------------------------------------------------------ reference
 
 
@@ -578,7 +636,7 @@ def test_reference_documents_every_setting() -> None:
     """docs/configuration.md has one row per setting whose generated cells match the code."""
     rows = {}
     for line in DOCS.read_text().splitlines():
-        if match := re.match(r"\| `([a-z_.]+)` \|", line):
+        if match := re.match(r"\| `([a-z0-9_.]+)` \|", line):
             assert match[1] not in rows, f"{match[1]} is documented twice"
             rows[match[1]] = line
     missing = [reference_row(key) + " MEANING |" for key in SETTINGS if key not in rows]
