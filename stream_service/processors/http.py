@@ -184,8 +184,8 @@ class ChatCompletionsProcessor:
     ``ProcessorFailed`` (not retried) for any other status, with the endpoint's message, or a
     body that is not a chat completion. No message holds the API key or URL credentials.
 
-    HTTP/2 is negotiated over TLS when ``settings.http2``; ``settings.proxy`` tunnels through
-    a proxy. The environment is
+    HTTP/2 is negotiated over TLS when ``settings.http2``; ``settings.proxy`` (filled by
+    config.py from the conventional variables) tunnels through a proxy. The environment is
     not read here (``trust_env=False``). An https endpoint is verified with ``ssl_context``
     (default: the system trust store, which honours ``SSL_CERT_FILE``). ``clock`` gives the
     current time for ``Retry-After`` dates.

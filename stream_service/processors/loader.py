@@ -242,7 +242,7 @@ def _http_processor(spec: ProcessorSpec) -> object:
     try:
         from stream_service.processors.http import ChatCompletionsProcessor
 
-        # config.py resolved api_key from api_key_file or $api_key_env (it alone reads them).
+        # config.py resolved api_key, base_url and proxy from the files and variables (it alone reads them).
         api_key = Secret(spec.http.api_key) if spec.http.api_key else None
         return ChatCompletionsProcessor(spec.http, ProfileRegistry(spec.profiles_dir), api_key=api_key)
     except ImportError as exc:  # httpx missing on import, h2 when the client is built

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from stream_service import __version__
-from stream_service.config import HttpProcessorSettings, Secret
+from stream_service.config import HttpProcessorSettings, Secret, load_config
 from stream_service.errors import (
     ConfigError,
     PluginError,
@@ -584,15 +584,19 @@ async def test_http2_can_be_turned_off(certificate: tuple[Path, Path]) -> None:
     assert server.requests[0].http_version == "HTTP/1.1"
 
 
-async def test_https_through_connect_proxy(certificate: tuple[Path, Path]) -> None:
-    """processor.http.proxy tunnels the TLS connection to an https endpoint via CONNECT."""
+async def test_https_through_connect_proxy_from_https_proxy(certificate: tuple[Path, Path]) -> None:
+    """HTTPS_PROXY, read by config.py into processor.http.proxy, tunnels the TLS connection via CONNECT."""
     async with (
         FakeOpenAI(ssl_context=server_tls(certificate), http2=True) as server,
         ConnectProxy(hosts={PROXIED_HOST: "127.0.0.1"}) as proxy,
     ):
         base_url = f"https://{PROXIED_HOST}:{server.port}/v1"
-        settings = HttpProcessorSettings(base_url=base_url, proxy=proxy.url)
-        processor = ChatCompletionsProcessor(settings, REGISTRY, ssl_context=client_tls(certificate))
+        config = load_config(
+            environ={"HTTPS_PROXY": proxy.url, "STREAM_SERVICE_PROCESSOR__HTTP__BASE_URL": base_url}
+        )
+        assert config.processor.http.proxy == proxy.url
+        tls = client_tls(certificate)
+        processor = ChatCompletionsProcessor(config.processor.http, REGISTRY, ssl_context=tls)
         assert (await processor(request("via proxy"))).content == "[default] via proxy"
         await processor.aclose()
     assert [t.target for t in proxy.tunnels] == [f"{PROXIED_HOST}:{server.port}"]
