@@ -214,8 +214,7 @@ RETRIED_REQUESTS = 40
 
 
 async def test_http_failures_are_retried_by_the_engine_one_post_per_attempt(kafka_bootstrap: str) -> None:
-    """429s (Retry-After as an HTTP-date) and 503s from the endpoint are retried by the engine alone:
-    every request still gets its result, and the endpoint sees exactly one POST per attempt."""
+    """The engine alone retries 429s (date Retry-After) and 503s: all answered, one POST per attempt."""
     topics = await fresh_topics(kafka_bootstrap, input_partitions=PARTITIONS)
     await produce(kafka_bootstrap, topics.input, workload(RETRIED_REQUESTS, seed=29).records)
     offsets = await input_ranges(kafka_bootstrap, topics.input, PARTITIONS, RETRIED_REQUESTS)

@@ -701,8 +701,7 @@ HTTPS_BASE = {"STREAM_SERVICE_PROCESSOR__HTTP__BASE_URL": "https://api.example.c
 def test_proxy_from_conventional_variables(
     environ: dict[str, str], proxy: str | None, source: str | None
 ) -> None:
-    """processor.http.proxy, when unset, comes from the proxy variable for the endpoint's scheme unless
-    NO_PROXY names its host."""
+    """An unset processor.http.proxy comes from the scheme's proxy variable unless NO_PROXY names the host."""
     config, sources = load_config_with_sources(environ={**HTTPS_BASE, **environ})
     assert config.processor.http.proxy == proxy
     assert sources.get("processor.http.proxy") == source

@@ -409,8 +409,7 @@ async def test_engine_retries_send_one_post_per_attempt(server: FakeOpenAI) -> N
 
 
 async def test_long_retry_after_ends_as_the_error_after_the_attempts(server: FakeOpenAI) -> None:
-    """A Retry-After longer than retry.max_backoff_s is capped by the engine: the attempts run out and
-    the request fails as rate_limit quoting the server's wait, one POST per attempt, nothing hangs."""
+    """A Retry-After beyond retry.max_backoff_s is capped: the attempts run out, the error quotes the wait."""
     server.script(*[Reply(status=429, headers={"Retry-After": "3600"})] * 3)
     processor = load_processor(
         ProcessorSpec(name="http", http=HttpProcessorSettings(base_url=server.base_url))
@@ -537,8 +536,7 @@ def client_tls(certificate: tuple[Path, Path]) -> ssl.SSLContext:
 
 
 async def test_https_endpoint(certificate: tuple[Path, Path]) -> None:
-    """An https base_url speaks TLS, verifies the server certificate, and stays on HTTP/1.1 when the
-    server offers nothing else."""
+    """An https base_url speaks verified TLS, and HTTP/1.1 when the server offers nothing else."""
     async with FakeOpenAI(ssl_context=server_tls(certificate)) as server:
         settings = HttpProcessorSettings(base_url=server.base_url)
         processor = ChatCompletionsProcessor(settings, REGISTRY, ssl_context=client_tls(certificate))
