@@ -2,6 +2,11 @@
 
 Precedence: defaults < TOML file (``--config`` or ``STREAM_SERVICE_CONFIG``) < environment
 (``STREAM_SERVICE_<SECTION>__<FIELD>`` and ``KAFKA_BOOTSTRAP_SERVERS``) < command-line flags.
+The http processor's settings also fall back on conventional variables when no source above
+gives them (:func:`_resolve_http`): ``api_key`` on ``api_key_file``, then ``$api_key_env``, then
+``OPENAI_API_KEY``; ``base_url`` on ``OPENAI_BASE_URL``; ``proxy`` on ``HTTPS_PROXY`` /
+``HTTP_PROXY`` / ``ALL_PROXY`` unless ``NO_PROXY`` names the endpoint's host or it is a
+loopback address.
 
 :func:`load_config` merges the sources, converts every provided value into its field's type
 with msgspec (text from the environment or ``--set`` non-strictly, JSON for tables), then
@@ -21,9 +26,11 @@ on a Config does reveal them: use :func:`redacted` to show a configuration.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, get_args
@@ -93,6 +100,15 @@ BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 # default of processor.http.api_key_env) holding a secret. Any other unknown one is a typo.
 _ENV_NOT_SETTINGS = frozenset({CONFIG_FILE_ENV, "STREAM_SERVICE_KAFKA_CACHE", "STREAM_SERVICE_KAFKA_VERSION"})
 _SOURCE_RANK = {"default": 0, "file": 1, "env": 2, "flag": 3}
+# Settings that no longer exist, and what to set instead: an old config gets this, not "unknown".
+_REMOVED = {
+    "processor.http.max_retries": (
+        "the http processor no longer retries on its own: the engine makes retry.max_attempts "
+        "attempts in all (one HTTP request each); set retry.max_attempts instead"
+    ),
+}
+OPENAI_API_KEY_ENV = "OPENAI_API_KEY"
+OPENAI_BASE_URL_ENV = "OPENAI_BASE_URL"
 _PROCESSOR_NAME = re.compile(r"resonance|http|echo|python:[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
@@ -123,7 +139,7 @@ def _show(value: object, text: bool) -> str:
 
 def _invalid(name: str, value: object, source: str, allowed: str) -> ConfigError:
     text = source.startswith(("env ", "flag "))
-    shown = REDACTED if is_secret(name) and value is not None else _show(value, text)
+    shown = REDACTED if is_secret(name) and value is not None else redact_url(_show(value, text))
     return ConfigError(f"invalid setting {name} = {shown} (from {source}): expected {allowed}")
 
 
@@ -214,9 +230,15 @@ def _read_file(path: str, origin: str) -> dict[str, _Value]:
     return out
 
 
+def _removed(key: str, source: str) -> ConfigError:
+    return ConfigError(f"setting {key} (from {source}) was removed: {_REMOVED[key]}")
+
+
 def _flatten(table: dict[str, Any], prefix: str, source: str, out: dict[str, _Value]) -> None:
     for name, raw in table.items():
         key = prefix + name
+        if key in _REMOVED:
+            raise _removed(key, source)
         if key in SETTINGS:
             out[key] = _Value(raw, source, False)
         elif key in SECTIONS:
@@ -244,7 +266,10 @@ def _check_env_names(environ: Mapping[str, str], values: Mapping[str, Any]) -> N
     ``STREAM_SERVICE_SERVICE_HOST`` ... into every pod of a namespace with a Service of that name."""
     api_key_env = "processor.http.api_key_env"
     allowed = _ENV_NOT_SETTINGS | {SETTINGS[api_key_env].default, values.get(api_key_env)}
+    removed = {ENV_PREFIX + key.upper().replace(".", "__"): key for key in _REMOVED}
     for name in sorted(environ):
+        if name in removed:
+            raise _removed(removed[name], f"env {name}")
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         if name not in _BY_ENV and name not in allowed:
@@ -252,20 +277,86 @@ def _check_env_names(environ: Mapping[str, str], values: Mapping[str, Any]) -> N
             raise ConfigError(f"unknown environment variable {name}: no setting reads it{hint}")
 
 
+def _resolve_http(environ: Mapping[str, str], values: dict[str, Any], sources: dict[str, str]) -> None:
+    """Fill the http processor's api_key, base_url and proxy, when no source gave them, from the
+    files and conventional variables that hold them (this module alone reads them)."""
+    _resolve_api_key(environ, values, sources)
+    base_url = "processor.http.base_url"
+    if base_url not in values and (url := environ.get(OPENAI_BASE_URL_ENV, "").strip()):
+        values[base_url], sources[base_url] = url, f"env {OPENAI_BASE_URL_ENV}"
+    _resolve_proxy(environ, values, sources)
+
+
 def _resolve_api_key(environ: Mapping[str, str], values: dict[str, Any], sources: dict[str, str]) -> None:
-    """Fill processor.http.api_key from api_key_file, else from $api_key_env (this module reads both)."""
+    """processor.http.api_key: as given, else from api_key_file, else $api_key_env, else $OPENAI_API_KEY.
+
+    Surrounding whitespace is stripped wherever the key came from (a key file ends in a newline).
+    """
     key, file_key, env_key = (f"processor.http.{name}" for name in ("api_key", "api_key_file", "api_key_env"))
     if values.get(key) is not None:
         values[key] = values[key].strip()  # whitespace is never part of a key; a trailing newline is common
         return
     if (path := values.get(file_key)) is not None:
         try:
-            values[key] = Path(path).read_text(encoding="utf-8").strip()
+            secret = Path(path).read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise _invalid(file_key, path, sources[file_key], f"a readable file ({exc})") from None
-        sources[key] = f"file {path}"
-    elif environ.get(var := values.get(env_key, SETTINGS[env_key].default)):
-        values[key], sources[key] = environ[var].strip(), f"env {var}"  # "sk-...\n" from a file mount
+        if not secret:
+            raise _invalid(file_key, path, sources[file_key], "a file holding the API key (it is empty)")
+        values[key], sources[key] = secret, f"file {path}"
+        return
+    for var in (values.get(env_key, SETTINGS[env_key].default), OPENAI_API_KEY_ENV):
+        if secret := environ.get(var, "").strip():
+            values[key], sources[key] = secret, f"env {var}"
+            return
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _no_proxy(host: str, no_proxy: str) -> bool:
+    """Whether ``NO_PROXY`` (comma-separated host names, domain suffixes such as ``.corp`` or
+    ``*.corp``, IP addresses, ports ignored, or ``*``) names ``host``."""
+    host = host.lower()
+    for entry in no_proxy.lower().split(","):
+        entry = entry.strip()
+        if entry == "*":
+            return True
+        if entry.startswith("[") and "]" in entry:  # [::1]:8000
+            entry = entry[1 : entry.index("]")]
+        elif entry.count(":") == 1:  # host:port
+            entry = entry.partition(":")[0]
+        entry = entry.removeprefix("*").lstrip(".")
+        if entry and (host == entry or host.endswith("." + entry)):
+            return True
+    return False
+
+
+def _resolve_proxy(environ: Mapping[str, str], values: dict[str, Any], sources: dict[str, str]) -> None:
+    """processor.http.proxy, when not given: the conventional proxy variable for the base_url's scheme
+    (lower-case name first, as curl and urllib read them), unless ``NO_PROXY`` names its host or
+    the host is a loopback address or ``localhost``."""
+    proxy = "processor.http.proxy"
+    if proxy in values:
+        return
+    base_url = values.get("processor.http.base_url", SETTINGS["processor.http.base_url"].default)
+    url = urllib.parse.urlsplit(base_url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        return  # the processor rejects such a base_url itself, naming it
+    no_proxy = environ.get("no_proxy") or environ.get("NO_PROXY") or ""
+    if _is_loopback(url.hostname) or _no_proxy(url.hostname, no_proxy):
+        return  # a proxy cannot reach this machine's loopback (Go's net/http rule too)
+    for name in (f"{url.scheme}_proxy", "all_proxy"):
+        for var in (name, name.upper()):
+            if value := environ.get(var, "").strip():
+                values[proxy], sources[proxy] = value, f"env {var}"
+                return
 
 
 def _get(config: Config, key: str) -> Any:
@@ -311,6 +402,9 @@ def _check_rules(config: Config, sources: Mapping[str, str]) -> None:
     if not _PROCESSOR_NAME.fullmatch(config.processor.name):
         allowed = "resonance, http, echo, or python:package.module:attribute"
         raise _invalid("processor.name", config.processor.name, source("processor.name"), allowed)
+    if config.processor.name == "http" and config.processor.http.timeout_s is not None:
+        # The processor's limit must fit in the engine's, or the engine cuts every slow call first.
+        ordered("processor.http.timeout_s", "executor.request_timeout_s")
 
 
 def load_config_with_sources(
@@ -331,13 +425,15 @@ def load_config_with_sources(
     provided.update(_read_env(environ))
     for key, raw in (flags or {}).items():
         label = (flag_labels or {}).get(key, f"flag --set {key}")
+        if key in _REMOVED:
+            raise _removed(key, label)
         if key not in SETTINGS:
             raise ConfigError(f"unknown setting {key} (from {label})" + _suggest(key, SETTINGS))
         provided[key] = _Value(raw, label, isinstance(raw, str))
     values = {key: _convert(key, value) for key, value in provided.items()}
     sources = {key: value.source for key, value in provided.items()}
     _check_env_names(environ, values)
-    _resolve_api_key(environ, values, sources)
+    _resolve_http(environ, values, sources)
     nested: dict[str, Any] = {}
     for key, value in values.items():
         *parents, leaf = key.split(".")

@@ -187,15 +187,20 @@ class RetrySettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=T
 class HttpProcessorSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """An OpenAI-compatible chat-completions endpoint."""
 
+    # When unset, the loader fills base_url from $OPENAI_BASE_URL, and proxy from $HTTPS_PROXY
+    # (or $HTTP_PROXY for an http:// base_url, then $ALL_PROXY) unless $NO_PROXY names the host.
     base_url: str = "http://127.0.0.1:8000/v1"
     model: str = "default"
     api_key_env: str = "STREAM_SERVICE_HTTP_API_KEY"
     api_key_file: str | None = None
-    # The key itself; when unset, the loader fills it from $api_key_env, else from api_key_file.
+    # The key itself; when unset, the loader fills it from api_key_file, else $api_key_env,
+    # else $OPENAI_API_KEY.
     api_key: str | None = None  # a secret
-    timeout_s: PositiveFloat = 30.0
-    max_retries: NonNegativeInt = 3
+    # One attempt's limit; unset, the engine's executor.request_timeout_s alone bounds it.
+    timeout_s: PositiveFloat | None = None
     max_connections: PositiveInt = 64
+    http2: bool = True
+    proxy: str | None = None  # its user:password, if any, is redacted wherever it is shown
     max_tokens: PositiveInt = 512
     temperature: NonNegativeFloat = 0.7
 

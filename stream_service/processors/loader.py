@@ -20,7 +20,6 @@ from stream_service.processors import plugin
 from stream_service.processors.base import Output
 from stream_service.processors.echo import EchoProcessor
 from stream_service.processors.hrv import HRVExtractor
-from stream_service.processors.http import ChatCompletionsProcessor
 from stream_service.processors.profiles import ProfileRegistry
 from stream_service.processors.writer import HumanResonantWriter
 from stream_service.settings import HttpProcessorSettings, ProcessorSettings, Secret
@@ -253,10 +252,29 @@ def _declared_profiles(target: object, where: str) -> frozenset[str] | None:
     return frozenset(declared)
 
 
+def _http_processor(spec: ProcessorSpec) -> object:
+    """The http processor; its client (httpx, h2) is the optional ``stream-service[http]`` extra."""
+    try:
+        from stream_service.processors.http import ChatCompletionsProcessor
+
+        # config.py resolved api_key, base_url and proxy from the files and variables (it alone reads them).
+        api_key = Secret(spec.http.api_key) if spec.http.api_key else None
+        return ChatCompletionsProcessor(spec.http, ProfileRegistry(spec.profiles_dir), api_key=api_key)
+    except ImportError as exc:  # httpx missing on import, h2 when the client is built
+        detail = f"cannot import {exc.name}" if exc.name else str(exc).splitlines()[0]
+        raise PluginError(
+            f"processor.name = http needs the stream-service[http] extra ({detail}): "
+            "pip install 'stream-service[http]'"
+        ) from None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def load_processor(spec: ProcessorSpec) -> LoadedProcessor:
     """Build the processor ``spec`` names. Raises ``PluginError`` for an unknown name or a
-    plugin that cannot be imported, built or called as a processor, and ``ConfigError`` for
-    invalid profile files or an invalid ``processor.http.base_url``.
+    plugin that cannot be imported, built or called as a processor (or ``processor.name = http``
+    without the ``stream-service[http]`` extra), and ``ConfigError`` for invalid profile files or
+    an invalid ``processor.http.base_url`` or ``proxy``.
     """
     name = spec.name
     target: object
@@ -265,12 +283,7 @@ def load_processor(spec: ProcessorSpec) -> LoadedProcessor:
     elif name == "resonance":
         target = HumanResonantWriter(ProfileRegistry(spec.profiles_dir))
     elif name == "http":
-        try:
-            # config.py resolved api_key from api_key_file or $api_key_env (it alone reads them).
-            api_key = Secret(spec.http.api_key) if spec.http.api_key else None
-            target = ChatCompletionsProcessor(spec.http, ProfileRegistry(spec.profiles_dir), api_key=api_key)
-        except ValueError as exc:
-            raise ConfigError(f"processor.http.base_url: {exc}") from exc
+        target = _http_processor(spec)
     elif name.startswith(plugin.PREFIX):
         target = plugin.import_plugin(name, spec.options)
     else:

@@ -13,6 +13,8 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 import pytest
@@ -21,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream_service.messages import HRV_DIMENSIONS
 from stream_service.processors.profiles import ProfileRegistry
-from tests.fixtures.fake_openai import FakeOpenAI
+from tests.fixtures.fake_openai import FakeOpenAI, Reply
 from tests.integration.harness import (
     Output,
     Outputs,
@@ -204,6 +206,39 @@ async def test_processor_answers_every_request(kafka_bootstrap: str, case: Case)
         assert started["config"]["processor"]["http"]["api_key"] == "***"
         logged = "\n".join(json.dumps(line) for line in service.lines) + service.stderr.decode()
         assert API_KEY not in logged
+
+
+# ------------------------------------------------------------------------------------------ http retries
+
+RETRIED_REQUESTS = 40
+
+
+async def test_http_failures_are_retried_by_the_engine_one_post_per_attempt(kafka_bootstrap: str) -> None:
+    """The engine alone retries 429s (date Retry-After) and 503s: all answered, one POST per attempt."""
+    topics = await fresh_topics(kafka_bootstrap, input_partitions=PARTITIONS)
+    await produce(kafka_bootstrap, topics.input, workload(RETRIED_REQUESTS, seed=29).records)
+    offsets = await input_ranges(kafka_bootstrap, topics.input, PARTITIONS, RETRIED_REQUESTS)
+    # A date already past: the hint is 0 s, so the test does not wait on the endpoint's clock.
+    past = format_datetime(datetime.now(UTC) - timedelta(seconds=5), usegmt=True)
+    failures = [Reply(status=429, headers={"Retry-After": past})] * 3 + [Reply(status=503)] * 3
+    args = (
+        "--set", f"retry.max_attempts={len(failures) + 1}",  # no request can run out of attempts
+        "--set", "retry.initial_backoff_s=0.01", "--set", "retry.max_backoff_s=0.05",
+    )  # fmt: skip
+
+    async with FakeOpenAI() as server:
+        server.script(*failures)
+        out, service = await run_until_answered(
+            kafka_bootstrap, topics, [*http_args(server), *args], RETRIED_REQUESTS
+        )
+
+    assert_all_answered(out, offsets)
+    assert out.duplicates() == 0
+    results = [o.value for o in out.items if o.topic == topics.results]
+    assert len(results) == RETRIED_REQUESTS and all(r["success"] for r in results)
+    for result in results:
+        check_http(result)
+    assert len(server.requests) == RETRIED_REQUESTS + len(failures)
 
 
 # ------------------------------------------------------------------------------------------------ cache

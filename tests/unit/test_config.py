@@ -25,6 +25,17 @@ from stream_service.errors import ConfigError
 from stream_service.tools.show_config import reference_row
 
 SECRET = "hunter2-do-not-print"
+CONVENTIONAL_VARIABLES = frozenset(
+    {
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+    }
+)
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
@@ -52,7 +63,7 @@ def config_error(**kwargs: object) -> str:
 def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """os.environ without any variable the loader reads (the developer's shell may set some)."""
     for name in list(os.environ):
-        if name.startswith("STREAM_SERVICE_") or name == "KAFKA_BOOTSTRAP_SERVERS":
+        if name.startswith("STREAM_SERVICE_") or name.upper() in CONVENTIONAL_VARIABLES:
             monkeypatch.delenv(name)
     yield
 
@@ -584,6 +595,213 @@ def test_config_command_reports_invalid_config(
     )
 
 
+# ------------------------------------------------------------------- http processor fallbacks
+
+
+@pytest.mark.parametrize(
+    ("environ", "key", "source"),
+    [
+        pytest.param(
+            {"STREAM_SERVICE_PROCESSOR__HTTP__API_KEY": "explicit", "STREAM_SERVICE_HTTP_API_KEY": "named"},
+            "explicit",
+            "env STREAM_SERVICE_PROCESSOR__HTTP__API_KEY",
+            id="the setting wins over everything",
+        ),
+        pytest.param(
+            {"STREAM_SERVICE_HTTP_API_KEY": "named", "OPENAI_API_KEY": "openai"},
+            "named",
+            "env STREAM_SERVICE_HTTP_API_KEY",
+            id="api_key_env wins over OPENAI_API_KEY",
+        ),
+        pytest.param(
+            {"STREAM_SERVICE_HTTP_API_KEY": " \n", "OPENAI_API_KEY": "openai"},
+            "openai",
+            "env OPENAI_API_KEY",
+            id="a blank api_key_env falls through",
+        ),
+        pytest.param(
+            {"OPENAI_API_KEY": "sk-abc\n"}, "sk-abc", "env OPENAI_API_KEY", id="OPENAI_API_KEY, stripped"
+        ),
+        pytest.param({}, None, None, id="no key anywhere"),
+    ],
+)
+def test_api_key_precedence(environ: dict[str, str], key: str | None, source: str | None) -> None:
+    """api_key: the setting > api_key_file > $api_key_env > $OPENAI_API_KEY, stripped of whitespace."""
+    config, sources = load_config_with_sources(environ=environ)
+    assert config.processor.http.api_key == key
+    assert sources.get("processor.http.api_key") == source
+
+
+def test_api_key_file_wins_over_openai_api_key_and_is_stripped(tmp_path: Path) -> None:
+    """A key file ending in a newline gives the key without it, ahead of OPENAI_API_KEY."""
+    key_file = tmp_path / "key"
+    key_file.write_text("  sk-from-file\r\n")
+    environ = {"STREAM_SERVICE_PROCESSOR__HTTP__API_KEY_FILE": str(key_file), "OPENAI_API_KEY": "openai"}
+    assert load_config(environ=environ).processor.http.api_key == "sk-from-file"
+
+
+def test_empty_api_key_file_is_an_error(tmp_path: Path) -> None:
+    """An api_key_file holding only whitespace is an error (a secret that was not mounted), not no key."""
+    key_file = tmp_path / "key"
+    key_file.write_text("\n")
+    assert config_error(environ={"STREAM_SERVICE_PROCESSOR__HTTP__API_KEY_FILE": str(key_file)}) == (
+        f"invalid setting processor.http.api_key_file = {key_file} "
+        "(from env STREAM_SERVICE_PROCESSOR__HTTP__API_KEY_FILE): "
+        "expected a file holding the API key (it is empty)"
+    )
+
+
+def test_openai_base_url_is_a_fallback() -> None:
+    """OPENAI_BASE_URL sets base_url when no source does; the setting itself wins over it."""
+    config, sources = load_config_with_sources(environ={"OPENAI_BASE_URL": "https://api.example.com/v1\n"})
+    assert config.processor.http.base_url == "https://api.example.com/v1"
+    assert sources["processor.http.base_url"] == "env OPENAI_BASE_URL"
+    environ = {
+        "OPENAI_BASE_URL": "https://api.example.com/v1",
+        "STREAM_SERVICE_PROCESSOR__HTTP__BASE_URL": "http://m/v1",
+    }
+    assert load_config(environ=environ).processor.http.base_url == "http://m/v1"
+
+
+HTTPS_BASE = {"STREAM_SERVICE_PROCESSOR__HTTP__BASE_URL": "https://api.example.com:443/v1"}
+
+
+@pytest.mark.parametrize(
+    ("environ", "proxy", "source"),
+    [
+        pytest.param({"HTTPS_PROXY": "http://p:3128"}, "http://p:3128", "env HTTPS_PROXY", id="HTTPS_PROXY"),
+        pytest.param(
+            {"https_proxy": "http://lower:1", "HTTPS_PROXY": "http://upper:2"},
+            "http://lower:1",
+            "env https_proxy",
+            id="lower-case name first",
+        ),
+        pytest.param({"HTTP_PROXY": "http://p:3128"}, None, None, id="HTTP_PROXY is not for https"),
+        pytest.param({"ALL_PROXY": "http://all:1"}, "http://all:1", "env ALL_PROXY", id="ALL_PROXY fallback"),
+        pytest.param(
+            {"HTTPS_PROXY": "http://p:3128", "NO_PROXY": "localhost,.example.com"},
+            None,
+            None,
+            id="NO_PROXY suffix",
+        ),
+        pytest.param(
+            {"HTTPS_PROXY": "http://p:3128", "no_proxy": "api.example.com:443"},
+            None,
+            None,
+            id="NO_PROXY host:port",
+        ),
+        pytest.param({"HTTPS_PROXY": "http://p:3128", "NO_PROXY": "*"}, None, None, id="NO_PROXY *"),
+        pytest.param(
+            {"HTTPS_PROXY": "http://p:3128", "NO_PROXY": "ample.com,other.example.com"},
+            "http://p:3128",
+            "env HTTPS_PROXY",
+            id="NO_PROXY matches whole labels only",
+        ),
+        pytest.param(
+            {"HTTPS_PROXY": "http://p:3128", "STREAM_SERVICE_PROCESSOR__HTTP__PROXY": "http://mine:8"},
+            "http://mine:8",
+            "env STREAM_SERVICE_PROCESSOR__HTTP__PROXY",
+            id="the setting wins",
+        ),
+        pytest.param(
+            {"HTTPS_PROXY": "http://p:3128", "STREAM_SERVICE_PROCESSOR__HTTP__PROXY": ""},
+            None,
+            "env STREAM_SERVICE_PROCESSOR__HTTP__PROXY",
+            id="an empty setting turns the variables off",
+        ),
+    ],
+)
+def test_proxy_from_conventional_variables(
+    environ: dict[str, str], proxy: str | None, source: str | None
+) -> None:
+    """An unset processor.http.proxy comes from the scheme's proxy variable unless NO_PROXY names the host."""
+    config, sources = load_config_with_sources(environ={**HTTPS_BASE, **environ})
+    assert config.processor.http.proxy == proxy
+    assert sources.get("processor.http.proxy") == source
+
+
+def test_http_endpoint_uses_http_proxy() -> None:
+    """An http:// base_url takes HTTP_PROXY, not HTTPS_PROXY."""
+    environ = {
+        "HTTP_PROXY": "http://plain:1",
+        "HTTPS_PROXY": "http://tls:2",
+        "STREAM_SERVICE_PROCESSOR__HTTP__BASE_URL": "http://model.internal:8000/v1",
+    }
+    assert load_config(environ=environ).processor.http.proxy == "http://plain:1"
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        pytest.param("http://127.0.0.1:8000/v1", id="127.0.0.1 (the default)"),
+        pytest.param("http://127.8.9.10/v1", id="127/8"),
+        pytest.param("http://[::1]:8000/v1", id="::1"),
+        pytest.param("http://localhost:8000/v1", id="localhost"),
+        pytest.param("http://vllm.localhost/v1", id="*.localhost"),
+    ],
+)
+def test_loopback_endpoint_takes_no_proxy_from_variables(base_url: str) -> None:
+    """A loopback endpoint never goes through HTTP_PROXY or ALL_PROXY: no proxy can reach it."""
+    environ = {"HTTP_PROXY": "http://p:1", "ALL_PROXY": "http://p:2"}
+    environ["STREAM_SERVICE_PROCESSOR__HTTP__BASE_URL"] = base_url
+    assert load_config(environ=environ).processor.http.proxy is None
+
+
+def test_proxy_credentials_are_redacted() -> None:
+    """A proxy URL's user:password is usable but shown as *** by repr() and redacted()."""
+    config = load_config(environ={"STREAM_SERVICE_PROCESSOR__HTTP__PROXY": f"http://svc:{SECRET}@proxy:3128"})
+    assert config.processor.http.proxy == f"http://svc:{SECRET}@proxy:3128"
+    assert SECRET not in repr(config) and "http://***@proxy:3128" in repr(config.processor.http)
+    assert redacted(config)["processor"]["http"]["proxy"] == "http://***@proxy:3128"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "source"),
+    [
+        pytest.param({"file": "toml"}, "file", id="file"),
+        pytest.param({"environ": {"STREAM_SERVICE_PROCESSOR__HTTP__MAX_RETRIES": "3"}}, "env", id="env"),
+        pytest.param({"flags": {"processor.http.max_retries": "3"}}, "flag", id="flag"),
+    ],
+)
+def test_removed_max_retries_points_at_retry_max_attempts(
+    kwargs: dict[str, object], source: str, tmp_path: Path
+) -> None:
+    """processor.http.max_retries, from any source, fails with a line saying to set retry.max_attempts."""
+    if kwargs.get("file") == "toml":
+        kwargs = {"file": write_toml(tmp_path, "[processor.http]\nmax_retries = 3\n"), "environ": {}}
+    message = config_error(**{"environ": {}, **kwargs})
+    assert message.startswith(f"setting processor.http.max_retries (from {source}")
+    assert "was removed" in message and "set retry.max_attempts instead" in message
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        pytest.param(
+            {"STREAM_SERVICE_PROCESSOR__HTTP__TIMEOUT_S": "60"},
+            "invalid setting processor.http.timeout_s = 60.0 "
+            "(from env STREAM_SERVICE_PROCESSOR__HTTP__TIMEOUT_S): "
+            "expected a value <= executor.request_timeout_s (30.0, from default)",
+            id="longer than the engine allows",
+        ),
+        pytest.param({"STREAM_SERVICE_PROCESSOR__HTTP__TIMEOUT_S": "30"}, None, id="equal is fine"),
+        pytest.param({}, None, id="unset: the engine's timeout bounds it"),
+        pytest.param(
+            {"STREAM_SERVICE_PROCESSOR__HTTP__TIMEOUT_S": "60", "STREAM_SERVICE_PROCESSOR__NAME": "echo"},
+            None,
+            id="not checked for another processor",
+        ),
+    ],
+)
+def test_http_timeout_fits_in_executor_timeout(environ: dict[str, str], message: str | None) -> None:
+    """processor.http.timeout_s, when set for the http processor, is at most executor.request_timeout_s."""
+    environ = {"STREAM_SERVICE_PROCESSOR__NAME": "http", **environ}
+    if message is None:
+        load_config(environ=environ)
+    else:
+        assert config_error(environ=environ) == message
+
+
 # ------------------------------------------------------------------------------------ reference
 
 
@@ -591,7 +809,7 @@ def test_reference_documents_every_setting() -> None:
     """docs/configuration.md has one row per setting whose generated cells match the code."""
     rows = {}
     for line in DOCS.read_text().splitlines():
-        if match := re.match(r"\| `([a-z_.]+)` \|", line):
+        if match := re.match(r"\| `([a-z0-9_.]+)` \|", line):
             assert match[1] not in rows, f"{match[1]} is documented twice"
             rows[match[1]] = line
     missing = [reference_row(key) + " MEANING |" for key in SETTINGS if key not in rows]
