@@ -24,6 +24,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from stream_service.errors import OutputTooLarge
 from stream_service.messages import ErrorRecord, Result
+from stream_service.observability.metrics import Metrics
 from stream_service.pipeline.work import WorkItem
 from stream_service.wire import (
     CONTENT_TYPE,
@@ -176,8 +177,10 @@ class Publisher:
         max_request_size: int,
         renew: Callable[[], Awaitable[Any]] | None = None,
         ack_timeout_s: float = DEFAULT_ACK_TIMEOUT_S,
+        metrics: Metrics | None = None,
     ) -> None:
         self.producer = producer
+        self._metrics = metrics if metrics is not None else Metrics(enabled=False)
         self._encoder = encoder
         self._max_request_size = max_request_size
         self._renew = renew
@@ -204,6 +207,7 @@ class Publisher:
                 return  # another batch already replaced it
             self._log.warning("producer.renew", error=f"{type(error).__name__}: {error}")
             self.producer = await self._renew()
+            self._metrics.producer_replacements_total.inc()
             try:
                 async with asyncio.timeout(PRODUCER_STOP_TIMEOUT_S):
                     await broken.stop()
@@ -341,6 +345,7 @@ class Publisher:
             if not failed:
                 return
             self.failures += len(failed)
+            self._metrics.publish_failures_total.inc(len(failed))
             failed_rounds += 1
             self._held_back += len(failed)
             now = time.monotonic()
