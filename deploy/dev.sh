@@ -19,11 +19,13 @@ PY
     if [ ! -x "$venv/bin/python" ]; then
         "$python_bin" -m venv "$venv"
     fi
-    # Reinstall only when the lock file or the project metadata changed.
-    stamp="$venv/.installed-$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)"
+    # Reinstall only when a lock file or the project metadata changed. requirements.lock is what
+    # the service runs with (the container image installs only it); requirements-dev.lock adds
+    # the test, lint and deploy-check tools on the same pins.
+    stamp="$venv/.installed-$(cat requirements.lock requirements-dev.lock pyproject.toml | sha256sum | cut -c1-16)"
     if [ ! -f "$stamp" ]; then
         "$venv/bin/python" -m pip install --quiet --upgrade "pip>=24"
-        "$venv/bin/python" -m pip install --quiet --require-hashes -r requirements.lock
+        "$venv/bin/python" -m pip install --quiet --require-hashes -r requirements.lock -r requirements-dev.lock
         "$venv/bin/python" -m pip install --quiet --no-deps -e .
         rm -f "$venv"/.installed-*
         touch "$stamp"
