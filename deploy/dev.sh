@@ -9,6 +9,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 venv="$repo/.venv"
+cache=${STREAM_SERVICE_KAFKA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stream-service}
 python_bin=${PYTHON:-python3}
 
 setup() {
@@ -35,6 +36,42 @@ PY
     if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
         "$venv/bin/python" -m stream_service.localkafka fetch
     fi
+    deploy_tools
+}
+
+# The tools deploy/'s checks need beyond the venv, from Debian's packages: buildah and mmdebstrap
+# build and run the container image (tests/deploy/test_image.py); promtool checks and unit-tests
+# the alert rules. promtool is taken out of Debian's prometheus package into the cache, so no
+# Prometheus server is installed or started. kubectl (for `kubectl kustomize`) comes with the
+# machine; tests/deploy fail, naming what is missing, where one of these could not be had.
+deploy_tools() {
+    local missing=() tools="$cache/tools"
+    command -v buildah >/dev/null || missing+=(buildah)
+    command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+    if [ ${#missing[@]} -gt 0 ]; then
+        if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+            apt_get install -y -q "${missing[@]}"
+        else
+            echo "dev.sh: ${missing[*]} not installed (Debian packages; needs root): the image tests will fail" >&2
+        fi
+    fi
+    if [ ! -x "$tools/promtool" ] && command -v apt-get >/dev/null; then
+        local scratch
+        scratch=$(mktemp -d)
+        (cd "$scratch" && apt_get download prometheus)
+        mkdir -p "$tools"
+        dpkg-deb --fsys-tarfile "$scratch"/prometheus_*.deb | tar -x -C "$scratch" ./usr/bin/promtool
+        mv "$scratch/usr/bin/promtool" "$tools/promtool.partial" && mv "$tools/promtool.partial" "$tools/promtool"
+        rm -rf "$scratch"
+    fi
+    if [ -x "$tools/promtool" ]; then
+        ln -sf "$tools/promtool" "$venv/bin/promtool"
+    fi
+}
+
+# apt-get quietly; when the package lists are missing or stale (a fresh machine), update them once and retry.
+apt_get() {
+    apt-get -q "$@" >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get -q "$@" >/dev/null; }
 }
 
 cmd=${1:-test}
