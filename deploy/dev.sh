@@ -67,6 +67,20 @@ deploy_tools() {
     if [ -x "$tools/promtool" ]; then
         ln -sf "$tools/promtool" "$venv/bin/promtool"
     fi
+    # The CRD schemas of KEDA and the Prometheus operator, compiled by the @kubernetes-models npm
+    # packages that deploy/k8s/crd-validation/package-lock.json pins (with integrity hashes).
+    local crd="$venv/crd-validation" lock=deploy/k8s/crd-validation/package-lock.json
+    local crd_stamp
+    crd_stamp="$crd/.installed-$(sha256sum "$lock" | cut -c1-16)"
+    if [ ! -f "$crd_stamp" ]; then
+        if command -v npm >/dev/null; then
+            rm -rf "$crd" && mkdir -p "$crd"
+            cp deploy/k8s/crd-validation/package.json "$lock" "$crd/"
+            (cd "$crd" && npm ci --no-audit --no-fund --silent) && touch "$crd_stamp"
+        else
+            echo "dev.sh: npm not found: the custom-resource checks of deploy/k8s will fail" >&2
+        fi
+    fi
 }
 
 # apt-get quietly; when the package lists are missing or stale (a fresh machine), update them once and retry.
