@@ -50,19 +50,13 @@ deploy_tools() {
     command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
     if [ ${#missing[@]} -gt 0 ]; then
         if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-            apt_get install -y -q "${missing[@]}"
+            apt_get install -y -q "${missing[@]}" || echo "dev.sh: could not install ${missing[*]}: the image tests will fail" >&2
         else
             echo "dev.sh: ${missing[*]} not installed (Debian packages; needs root): the image tests will fail" >&2
         fi
     fi
     if [ ! -x "$tools/promtool" ] && command -v apt-get >/dev/null; then
-        local scratch
-        scratch=$(mktemp -d)
-        (cd "$scratch" && apt_get download prometheus)
-        mkdir -p "$tools"
-        dpkg-deb --fsys-tarfile "$scratch"/prometheus_*.deb | tar -x -C "$scratch" ./usr/bin/promtool
-        mv "$scratch/usr/bin/promtool" "$tools/promtool.partial" && mv "$tools/promtool.partial" "$tools/promtool"
-        rm -rf "$scratch"
+        fetch_promtool "$tools" || echo "dev.sh: could not get promtool: the alert-rule tests will fail" >&2
     fi
     if [ -x "$tools/promtool" ]; then
         ln -sf "$tools/promtool" "$venv/bin/promtool"
@@ -81,6 +75,20 @@ deploy_tools() {
             echo "dev.sh: npm not found: the custom-resource checks of deploy/k8s will fail" >&2
         fi
     fi
+}
+
+# promtool out of Debian's prometheus package (a static binary), without installing the package.
+fetch_promtool() {
+    local tools=$1 scratch
+    scratch=$(mktemp -d)
+    (cd "$scratch" && apt_get download prometheus) &&
+        dpkg-deb --fsys-tarfile "$scratch"/prometheus_*.deb | tar -x -C "$scratch" ./usr/bin/promtool &&
+        mkdir -p "$tools" &&
+        mv "$scratch/usr/bin/promtool" "$tools/promtool.partial" &&
+        mv "$tools/promtool.partial" "$tools/promtool"
+    local status=$?
+    rm -rf "$scratch"
+    return $status
 }
 
 # apt-get quietly; when the package lists are missing or stale (a fresh machine), update them once and retry.
