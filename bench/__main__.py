@@ -17,6 +17,7 @@ from bench import report
 from bench.machine import describe_machine, detect_kafka_version
 from bench.results import WORKLOADS, Suite, encode
 from bench.runs import Bench, say
+from bench.scaleout import preserved_section
 from bench.suite import FULL, QUICK, params, run_selected
 
 _HERE = Path(__file__).resolve().parent
@@ -109,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if suite.machine is not None:
         suite.machine.load_avg_end = [round(x, 2) for x in os.getloadavg()]
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(report.render(suite))
+    kept = preserved_section(output)  # the scale-out block (python -m bench.scaleout) is not ours to drop
+    output.write_text(report.render(suite) + ("\n" + kept if kept else ""))
     output.with_suffix(".json").write_bytes(encode(suite))
     say(f"wrote {output} and {output.with_suffix('.json')} after {suite.wall_s / 60:.1f} min")
     if failed is not None:

@@ -237,7 +237,7 @@ class ObservabilitySettings(_Section, frozen=True, kw_only=True, forbid_unknown_
     """Metrics endpoint and logging. ``metrics_port`` 0 picks a free port; ``None`` disables."""
 
     metrics_host: str = "0.0.0.0"
-    metrics_port: Port | None = 9102
+    metrics_port: Port | None = 8080
     metrics: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"

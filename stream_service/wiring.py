@@ -115,13 +115,17 @@ def build_engine(
             close=close_producer,
             # the producer fails a batch after request_timeout_ms; allow it that twice, plus linger
             ack_timeout_s=2 * config.kafka.request_timeout_ms / 1000 + 1.0,
+            on_failed=metrics.publish_failures_total.inc,
+            on_renewed=metrics.producer_replacements_total.inc,
         )
 
         def on_commit(offsets: dict[Any, int]) -> None:
             metrics.commits_total.inc()
             audit.committed(log, {(tp.topic, tp.partition): off for tp, off in offsets.items()})
 
-        committer = Committer(consumer, ledger, on_commit=on_commit)
+        committer = Committer(
+            consumer, ledger, on_commit=on_commit, on_failure=lambda _: metrics.commit_failures_total.inc()
+        )
         policy = CommitPolicy.for_capacity(delivery.commit_interval_s, config.executor.max_in_flight)
     commits = CommitLoop(
         committer,
@@ -192,7 +196,10 @@ def build_service(config: Config, readiness: Readiness) -> ServiceParts:
     processor cannot be loaded; connects to nothing yet."""
     spec = ProcessorSpec.from_settings(config.processor)
     processor = load_processor(spec)
-    metrics = Metrics(enabled=config.observability.metrics)
+    metrics = Metrics(
+        enabled=config.observability.metrics,
+        output_topics=(config.topics.results, config.topics.errors),
+    )
     consumer = clients.service_consumer(config)
 
     executor = build_executor(
@@ -205,7 +212,7 @@ def build_service(config: Config, readiness: Readiness) -> ServiceParts:
         workers=config.executor.workers,
     )
     cache = (
-        ResultCache(max_entries=config.cache.max_entries, ttl_s=config.cache.ttl_s)
+        ResultCache(max_entries=config.cache.max_entries, ttl_s=config.cache.ttl_s, metrics=metrics)
         if config.cache.enabled
         else None
     )

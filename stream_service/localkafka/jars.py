@@ -31,7 +31,9 @@ from pathlib import Path
 DEFAULT_KAFKA_VERSION = "4.1.1"
 CACHE_ENV = "STREAM_SERVICE_KAFKA_CACHE"
 VERSION_ENV = "STREAM_SERVICE_KAFKA_VERSION"
-POM_PATH = Path(__file__).resolve().parents[2] / "deploy" / "local-kafka" / "pom.xml"
+# The broker's Maven coordinates ship inside the package, so an installed stream-service can fetch
+# them from any directory (``pip install stream-service && stream-service kafka start``).
+POM_PATH = Path(__file__).resolve().with_name("pom.xml")
 
 _MARKER_NAME = ".complete"
 _MIN_JAVA_MAJOR = 17
@@ -201,13 +203,16 @@ def _download(mvn: str, version: str, version_dir: Path) -> Path:
     # Copy into a scratch directory and rename it into place, so a crash mid-copy never leaves a
     # directory that looks usable; the marker is the second line of defence.
     staging = Path(tempfile.mkdtemp(prefix="lib.partial-", dir=version_dir))
+    # Maven runs on a copy beside the cache: the installed package may be read-only.
+    pom = version_dir / "pom.xml"
+    shutil.copyfile(POM_PATH, pom)
     try:
         cmd = [
             mvn,
             "-q",
             "-B",
             "-f",
-            str(POM_PATH),
+            str(pom),
             f"-Dkafka.version={version}",
             "dependency:copy-dependencies",
             f"-DoutputDirectory={staging}",

@@ -11,14 +11,26 @@ single lock, instead of prometheus_client's lock per observation).
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
 import threading
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Protocol
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Protocol, get_args
 
 import psutil  # type: ignore[import-untyped]  # no stubs in the lock file
-from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from stream_service import __version__
+from stream_service.errors import ErrorType
 
 __all__ = [
     "BATCH_SIZE_BUCKETS",
@@ -28,6 +40,7 @@ __all__ = [
     "HistogramLike",
     "Metrics",
     "OTHER_TENANT",
+    "PAUSE_REASONS",
 ]
 
 LATENCY_BUCKETS_S: tuple[float, ...] = (
@@ -52,6 +65,10 @@ BATCH_SIZE_BUCKETS: tuple[float, ...] = tuple(float(2**n) for n in range(13))  #
 # label sets. Tenants beyond the cap are counted under OTHER_TENANT.
 DEFAULT_MAX_TENANT_LABELS = 200
 OTHER_TENANT = "__other__"
+# Label values created at startup, so rate() over them is 0 rather than "no data" before the
+# first event. Tenants (requests_total) come from the data and cannot be known in advance.
+PAUSE_REASONS: tuple[str, ...] = ("in_flight_full", "in_flight_bytes_full", "backlog")
+ERROR_TYPES: tuple[str, ...] = get_args(ErrorType)
 
 
 class CounterLike(Protocol):
@@ -63,6 +80,7 @@ class GaugeLike(Protocol):
     def inc(self, amount: float = 1) -> None: ...
     def dec(self, amount: float = 1) -> None: ...
     def set(self, value: float) -> None: ...
+    def set_function(self, f: Callable[[], float]) -> None: ...
     def labels(self, *labelvalues: str, **labelkwargs: str) -> GaugeLike: ...
     def remove(self, *labelvalues: str) -> None: ...
 
@@ -82,6 +100,9 @@ class _Noop:
         pass
 
     def set(self, value: float) -> None:
+        pass
+
+    def set_function(self, f: Callable[[], float]) -> None:
         pass
 
     def observe(self, amount: float) -> None:
@@ -153,37 +174,37 @@ def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(float(bound))
 
 
-class ProcessCollector:
-    """Resident memory, CPU seconds, open fds and threads of this process, read at scrape time."""
+class ThreadCountCollector:
+    """``stream_service_process_threads``: the OS threads of this process, read at scrape time.
 
-    def __init__(self, prefix: str = "stream_service_process") -> None:
-        self._prefix = prefix
+    This is the one process figure the standard collectors lack (prometheus_client's
+    ``ProcessCollector`` reads CPU, memory, fds and start time from ``/proc/self/stat``, which
+    has no thread count); psutil is kept for it alone. Threads matter here: the thread executor,
+    ``asyncio.to_thread`` and native libraries all start them.
+    """
+
+    NAME = "stream_service_process_threads"
+    HELP = "OS threads in this process (psutil; the standard process collector has no thread count)."
+
+    def __init__(self) -> None:
         self._process = psutil.Process()
 
     def collect(self) -> Iterator[Metric]:
-        p = self._prefix
         try:
-            with self._process.oneshot():
-                rss = self._process.memory_info().rss
-                cpu = self._process.cpu_times()
-                threads = self._process.num_threads()
-                fds = self._process.num_fds() if hasattr(self._process, "num_fds") else None
+            threads = self._process.num_threads()
         except psutil.Error:  # the scrape must not fail because one reading did
             return
-        yield GaugeMetricFamily(f"{p}_resident_memory_bytes", "Resident set size in bytes.", value=rss)
-        yield CounterMetricFamily(
-            f"{p}_cpu_seconds", "User and system CPU time spent, in seconds.", value=cpu.user + cpu.system
-        )
-        if fds is not None:
-            yield GaugeMetricFamily(f"{p}_open_fds", "Open file descriptors.", value=fds)
-        yield GaugeMetricFamily(f"{p}_threads", "OS threads in this process.", value=threads)
+        yield GaugeMetricFamily(self.NAME, self.HELP, value=threads)
 
     def describe(self) -> Iterator[Metric]:
-        p = self._prefix
-        yield GaugeMetricFamily(f"{p}_resident_memory_bytes", "Resident set size in bytes.")
-        yield CounterMetricFamily(f"{p}_cpu_seconds", "User and system CPU time spent, in seconds.")
-        yield GaugeMetricFamily(f"{p}_open_fds", "Open file descriptors.")
-        yield GaugeMetricFamily(f"{p}_threads", "OS threads in this process.")
+        yield GaugeMetricFamily(self.NAME, self.HELP)
+
+
+def _distribution_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 class Metrics:
@@ -191,7 +212,11 @@ class Metrics:
 
     Guarantees: with ``enabled=False`` nothing is registered and every attribute is a no-op;
     tenant label values are capped at ``max_tenant_labels`` distinct tenants (the rest are
-    reported as ``__other__``) so upstream data cannot explode the series count.
+    reported as ``__other__``) so upstream data cannot explode the series count. Every label
+    value that can be known in advance exists from the start at 0: ``errors_total`` for each
+    error type, ``pauses_total`` for each reason, and ``published_total`` for each of
+    ``output_topics``. The registry also holds the standard ``process_*`` and ``python_*``
+    collectors and ``stream_service_build_info``.
     """
 
     def __init__(
@@ -200,6 +225,7 @@ class Metrics:
         *,
         enabled: bool = True,
         max_tenant_labels: int = DEFAULT_MAX_TENANT_LABELS,
+        output_topics: Iterable[str] = (),
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.enabled = enabled
@@ -264,8 +290,38 @@ class Metrics:
         self.event_loop_lag_seconds = gauge(
             f"{ns}_event_loop_lag_seconds", "How late the last heartbeat woke up (event loop responsiveness)."
         )
+        self.publish_failures_total = counter(
+            f"{ns}_publish_failures_total", "Output records whose send failed and was retried."
+        )
+        self.commit_failures_total = counter(
+            f"{ns}_commit_failures_total", "Offset commits the broker refused."
+        )
+        self.producer_replacements_total = counter(
+            f"{ns}_producer_replacements_total", "Broken producers replaced by a fresh one (new producer id)."
+        )
+        self.cache_evictions_total = counter(
+            f"{ns}_cache_evictions_total", "Result-cache entries evicted to stay within cache.max_entries."
+        )
+        self.cache_entries = gauge(f"{ns}_cache_entries", "Entries held by the result cache.")
+        self.build_info = gauge(
+            f"{ns}_build_info", "Always 1; the labels say what is running.", ("version", "python", "aiokafka")
+        )
+        self.build_info.labels(
+            version=__version__,
+            python=platform.python_version(),
+            aiokafka=_distribution_version("aiokafka"),
+        ).set(1)
+        for error_type in ERROR_TYPES:
+            self.errors_total.labels(error_type=error_type)
+        for reason in PAUSE_REASONS:
+            self.pauses_total.labels(reason=reason)
+        for topic in output_topics:
+            self.published_total.labels(topic=topic)
         if r is not None:
-            r.register(ProcessCollector(f"{ns}_process"))
+            ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
+            PlatformCollector(registry=r)  # python_info
+            GCCollector(registry=r)  # python_gc_objects_collected_total, python_gc_collections_total
+            r.register(ThreadCountCollector())
 
     def tenant_label(self, tenant: str) -> str:
         """The label value to use for ``tenant``: itself, or ``__other__`` past the cap."""

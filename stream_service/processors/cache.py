@@ -11,6 +11,7 @@ from typing import Final, Protocol, runtime_checkable
 import msgspec
 
 from stream_service.messages import Request
+from stream_service.observability.metrics import Metrics
 from stream_service.processors.base import Output
 
 _KEY_DIGEST_BYTES: Final = 32
@@ -68,7 +69,14 @@ class ResultCache:
     event loop only. Rejects ``max_entries < 1`` and ``ttl_s <= 0`` with ``ValueError``.
     """
 
-    def __init__(self, max_entries: int, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        max_entries: int,
+        ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be at least 1, got {max_entries}")
         if ttl_s <= 0:
@@ -80,6 +88,8 @@ class ResultCache:
         self.hits = 0
         self.misses = 0
         self.evictions = 0
+        self._metrics = metrics if metrics is not None else Metrics(enabled=False)
+        self._metrics.cache_entries.set_function(self.__len__)  # read at scrape time
 
     key = staticmethod(cache_key)
 
@@ -104,6 +114,7 @@ class ResultCache:
         while len(entries) > self.max_entries:
             entries.popitem(last=False)
             self.evictions += 1
+            self._metrics.cache_evictions_total.inc()
 
     def clear(self) -> None:
         self._entries.clear()

@@ -245,7 +245,7 @@ async def test_slow_processor_bounds_in_flight_and_memory(kafka_bootstrap: str) 
                 for line in text.splitlines():
                     if line.startswith("stream_service_in_flight_requests "):
                         peak_in_flight = max(peak_in_flight, float(line.split()[1]))
-                    if line.startswith("stream_service_process_resident_memory_bytes "):
+                    if line.startswith("process_resident_memory_bytes "):
                         peak_rss = max(peak_rss, float(line.split()[1]))
     finally:
         assert await service.stop(120) == 0

@@ -61,9 +61,16 @@ EXPECTED_METRICS = (
     "stream_service_retries_total",
     "stream_service_pauses_total",
     "stream_service_event_loop_lag_seconds",
-    "stream_service_process_resident_memory_bytes",
-    "stream_service_process_cpu_seconds_total",
+    "stream_service_publish_failures_total",
+    "stream_service_commit_failures_total",
+    "stream_service_producer_replacements_total",
+    "stream_service_cache_evictions_total",
+    "stream_service_cache_entries",
+    "stream_service_build_info",
     "stream_service_process_threads",
+    "process_resident_memory_bytes",
+    "process_cpu_seconds_total",
+    "process_start_time_seconds",
 )
 
 
@@ -237,7 +244,7 @@ async def test_metrics_health_and_audit_lines_of_a_running_service(kafka_bootstr
         assert after.total(name) > before.total(name), name
     assert after.total("stream_service_processing_seconds_count") == good
     assert after.total("stream_service_end_to_end_seconds_count") == total
-    assert after.total("stream_service_process_resident_memory_bytes") > 0
+    assert after.total("process_resident_memory_bytes") > 0
     assert after.total("stream_service_assigned_partitions") == PARTITIONS
     assert {labels["topic"] for labels in after.labels("stream_service_consumer_lag")} == {topics.input}
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from stream_service.messages import Request
+from stream_service.observability.metrics import Metrics
 from stream_service.processors.base import Output
 from stream_service.processors.cache import CacheBackend, ResultCache, cache_key
 
@@ -89,6 +91,18 @@ def test_least_recently_used_is_evicted_first() -> None:
     assert b not in cache
     assert a in cache and c in cache
     assert cache.evictions == 1
+
+
+def test_evictions_and_size_are_exported_as_metrics() -> None:
+    """Each eviction counts in cache_evictions_total; cache_entries reads the size at scrape time."""
+    metrics = Metrics(CollectorRegistry())
+    cache = ResultCache(2, 60.0, clock=FakeClock(), metrics=metrics)
+    for prompt in "abcd":
+        cache.put(cache.key(request(prompt)), output(prompt))
+    assert metrics.registry.get_sample_value("stream_service_cache_evictions_total") == 2
+    assert metrics.registry.get_sample_value("stream_service_cache_entries") == 2
+    cache.clear()
+    assert metrics.registry.get_sample_value("stream_service_cache_entries") == 0
 
 
 def test_size_never_exceeds_max_entries() -> None:

@@ -365,3 +365,16 @@ async def test_runs_with_metrics_disabled() -> None:
         await h.producer.wait_acked(3)
     assert h.consumer.committed == {TP0: 2, TP1: 1}
     assert list(h.registry.collect()) == []
+
+
+async def test_a_refused_commit_is_counted_and_retried() -> None:
+    """A commit the broker refuses counts in commit_failures_total; a later round commits the offsets."""
+    h = Harness(config())
+    h.consumer.fail_next_commits(1)
+    async with running(h, TP0):
+        h.consumer.feed_values(TP0, [req(f"a{i}", f"hello {i}") for i in range(5)])
+        async with asyncio.timeout(10):
+            await h.producer.wait_acked(5)
+        assert await h.drain() is True
+    assert h.metric("stream_service_commit_failures_total") == 1
+    assert h.consumer.committed == {TP0: 5}

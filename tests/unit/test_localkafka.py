@@ -201,7 +201,9 @@ def test_ensure_jars_downloads_once_then_uses_the_cache(
     assert sorted(p.name for p in lib.glob("*.jar")) == ["kafka-clients-9.9.9.jar", "kafka_2.13-9.9.9.jar"]
     assert json.loads((lib / ".complete").read_text())["version"] == "9.9.9"
     assert "-Dkafka.version=9.9.9" in calls.read_text()
-    assert str(jars.POM_PATH) in calls.read_text()
+    pom = tmp_path / "cache" / "kafka-9.9.9" / "pom.xml"
+    assert f"-f {pom} " in calls.read_text()
+    assert pom.read_bytes() == jars.POM_PATH.read_bytes()
 
     again = jars.ensure_jars("9.9.9", toolchain=Toolchain(java=None, mvn=None))
     assert again == lib

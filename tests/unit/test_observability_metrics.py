@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
+from typing import get_args
+
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from stream_service import __version__
+from stream_service.errors import ErrorType
 from stream_service.observability.metrics import OTHER_TENANT, BatchHistogram, Metrics
 
 
@@ -44,10 +50,19 @@ def test_all_documented_metric_names_are_exposed() -> None:
         "stream_service_retries_total",
         "stream_service_pauses_total",
         "stream_service_event_loop_lag_seconds",
-        "stream_service_process_resident_memory_bytes",
-        "stream_service_process_cpu_seconds_total",
-        "stream_service_process_open_fds",
+        "stream_service_publish_failures_total",
+        "stream_service_commit_failures_total",
+        "stream_service_producer_replacements_total",
+        "stream_service_cache_evictions_total",
+        "stream_service_cache_entries",
+        "stream_service_build_info",
         "stream_service_process_threads",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_start_time_seconds",
+        "python_info",
+        "python_gc_collections_total",
     ]:
         assert f"\n{name}" in text, name
 
@@ -113,14 +128,45 @@ def test_gauges_and_lag_forgetting() -> None:
 
 
 def test_process_metrics_are_read_at_scrape_time() -> None:
-    """The process collector reports a plausible RSS, thread count and fd count."""
+    """The standard process collector reports a plausible RSS and fd count, psutil the thread count."""
     m = Metrics(CollectorRegistry())
-    rss = _value(m.registry, "stream_service_process_resident_memory_bytes")
+    rss = _value(m.registry, "process_resident_memory_bytes")
     assert rss is not None and rss > 1_000_000
     threads = _value(m.registry, "stream_service_process_threads")
     assert threads is not None and threads >= 1
-    fds = _value(m.registry, "stream_service_process_open_fds")
+    fds = _value(m.registry, "process_open_fds")
     assert fds is not None and fds >= 3
+    started = _value(m.registry, "process_start_time_seconds")
+    assert started is not None and started > 1_500_000_000
+
+
+def test_known_label_values_exist_before_their_first_event() -> None:
+    """Every error type, pause reason and configured output topic is exported at 0 from the start."""
+    m = Metrics(CollectorRegistry(), output_topics=("results", "errors"))
+    for error_type in get_args(ErrorType):
+        assert _value(m.registry, "stream_service_errors_total", {"error_type": error_type}) == 0
+    for reason in ("in_flight_full", "in_flight_bytes_full", "backlog"):
+        assert _value(m.registry, "stream_service_pauses_total", {"reason": reason}) == 0
+    for topic in ("results", "errors"):
+        assert _value(m.registry, "stream_service_published_total", {"topic": topic}) == 0
+    for name in (
+        "stream_service_publish_failures_total",
+        "stream_service_commit_failures_total",
+        "stream_service_producer_replacements_total",
+        "stream_service_cache_evictions_total",
+    ):
+        assert _value(m.registry, name) == 0, name
+
+
+def test_build_info_names_the_running_versions() -> None:
+    """stream_service_build_info is 1 with the package, Python and aiokafka versions as labels."""
+    m = Metrics(CollectorRegistry())
+    labels = {
+        "version": __version__,
+        "python": platform.python_version(),
+        "aiokafka": importlib.metadata.version("aiokafka"),
+    }
+    assert _value(m.registry, "stream_service_build_info", labels) == 1
 
 
 def test_disabled_metrics_are_noops_and_register_nothing() -> None:

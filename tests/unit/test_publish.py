@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import msgspec
 import pytest
-from aiokafka.errors import KafkaConnectionError, NotLeaderForPartitionError
+from aiokafka.errors import KafkaConnectionError, NotLeaderForPartitionError, OutOfOrderSequenceNumber
+from prometheus_client import CollectorRegistry
 
 from stream_service.messages import ErrorRecord, Request, Result
+from stream_service.observability.metrics import Metrics
 from stream_service.pipeline import publish
 from stream_service.pipeline.encode import OutputEncoder, OutRecord
 from stream_service.pipeline.publish import Publisher
@@ -134,6 +137,40 @@ async def test_failed_sends_are_retried_until_acknowledged(fail: str, exc: type[
     await publisher.publish(records)
     assert sorted(r.header("source-offset") or b"" for r in producer.acked) == [b"0", b"1", b"2", b"3"]
     assert publisher.failures == 2
+
+
+async def test_failed_sends_and_producer_replacements_are_counted() -> None:
+    """Each failed send counts in publish_failures_total; a fatal producer error renews the producer
+    and counts in producer_replacements_total."""
+    class StoppableProducer(FakeProducer):
+        stopped = False
+
+        async def stop(self) -> None:
+            self.stopped = True
+
+    broken, fresh = StoppableProducer(), FakeProducer()
+    broken.fail_next(2, OutOfOrderSequenceNumber)  # type: ignore[arg-type]
+
+    async def renew() -> FakeProducer:
+        return fresh
+
+    async def close(producer: Any) -> None:
+        await producer.stop()
+
+    metrics = Metrics(CollectorRegistry())
+    publisher = Publisher(
+        broken,
+        encoder(),
+        max_request_size=LIMIT_BYTES,
+        renew=renew,
+        close=close,
+        on_failed=metrics.publish_failures_total.inc,
+        on_renewed=metrics.producer_replacements_total.inc,
+    )
+    await publisher.publish(results(3))
+    assert publisher.producer is fresh and broken.stopped
+    assert metrics.registry.get_sample_value("stream_service_publish_failures_total") == 2
+    assert metrics.registry.get_sample_value("stream_service_producer_replacements_total") == 1
 
 
 async def test_publish_keeps_retrying_through_a_long_outage() -> None:
