@@ -102,7 +102,8 @@ def build_engine(
             group_id=config.topics.group_id,
             txn_id_prefix=delivery.transactional_id_prefix,
             max_record_bytes=config.kafka.producer_max_request_size,
-            on_committed=lambda n: metrics.commits_total.inc(),
+            on_committed=lambda n: _committed_transaction(metrics),
+            on_aborted=lambda why: metrics.transactions_total.labels(outcome="aborted").inc(),
         )
         publisher = committer = transactions
         policy = CommitPolicy(delivery.transaction_interval_ms / 1000, delivery.transaction_max_records)
@@ -143,6 +144,8 @@ def build_engine(
         on_pause_change=metrics.paused_partitions.set,
         on_pause=lambda reason: metrics.pauses_total.labels(reason=reason).inc(),
     )
+    metrics.tenant_states.labels(kind="scheduler").set_function(lambda: scheduler.tenants)
+    metrics.tenant_states.labels(kind="tenant_headers").set_function(lambda: encoder.cached_tenants)
     parts = EngineParts(
         ledger=ledger,
         poller=poller,
@@ -162,6 +165,11 @@ def build_engine(
         clock=clock,
     )
     return Engine(parts)
+
+
+def _committed_transaction(metrics: Metrics) -> None:
+    metrics.commits_total.inc()
+    metrics.transactions_total.labels(outcome="committed").inc()
 
 
 def _set_levels(metrics: Metrics, tracked: int, nbytes: int) -> None:

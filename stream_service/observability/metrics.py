@@ -65,6 +65,7 @@ BATCH_SIZE_BUCKETS: tuple[float, ...] = tuple(float(2**n) for n in range(13))  #
 # label sets. Tenants beyond the cap are counted under OTHER_TENANT.
 DEFAULT_MAX_TENANT_LABELS = 200
 OTHER_TENANT = "__other__"
+TRANSACTION_OUTCOMES = ("committed", "aborted")
 # Label values created at startup, so rate() over them is 0 rather than "no data" before the
 # first event. Tenants (requests_total) come from the data and cannot be known in advance.
 PAUSE_REASONS: tuple[str, ...] = ("in_flight_full", "in_flight_bytes_full", "backlog")
@@ -303,6 +304,17 @@ class Metrics:
             f"{ns}_cache_evictions_total", "Result-cache entries evicted to stay within cache.max_entries."
         )
         self.cache_entries = gauge(f"{ns}_cache_entries", "Entries held by the result cache.")
+        self.tenant_states = gauge(
+            f"{ns}_tenant_states",
+            "Per-tenant entries held, by kind (scheduler: queues of tenants with work or refilling "
+            "buckets; tenant_headers: built tenant headers, at most 1,024).",
+            ("kind",),
+        )
+        self.transactions_total = counter(
+            f"{ns}_transactions_total",
+            "Exactly once: partition transactions by outcome (committed, aborted).",
+            ("outcome",),
+        )
         self.build_info = gauge(
             f"{ns}_build_info", "Always 1; the labels say what is running.", ("version", "python", "aiokafka")
         )
@@ -317,6 +329,8 @@ class Metrics:
             self.pauses_total.labels(reason=reason)
         for topic in output_topics:
             self.published_total.labels(topic=topic)
+        for outcome in TRANSACTION_OUTCOMES:
+            self.transactions_total.labels(outcome=outcome)
         if r is not None:
             ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
             PlatformCollector(registry=r)  # python_info
