@@ -15,6 +15,7 @@ from stream_service.exit_codes import ExitCode
 
 def _run(args: argparse.Namespace) -> int:
     from stream_service.config_cli import config_from_args
+    from stream_service.loop import loop_factory
     from stream_service.observability.logging import configure_logging
     from stream_service.service import Service
 
@@ -26,7 +27,13 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging(level=config.observability.log_level, fmt=config.observability.log_format)
     service = Service(config)
     try:
-        return asyncio.run(service.run())
+        factory = loop_factory(config.runtime.event_loop)
+    except ImportError:
+        print("stream-service: runtime.event_loop = uvloop, but uvloop is not installed", file=sys.stderr)
+        return ExitCode.USAGE
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(service.run())
     except asyncio.CancelledError:
         if service.forced:
             return ExitCode.INTERRUPTED  # the second signal: the run was cancelled on purpose

@@ -15,6 +15,7 @@ from stream_service.clients import close_producer, max_message_bytes
 from stream_service.config import Config, redacted
 from stream_service.errors import StartupError
 from stream_service.exit_codes import ExitCode
+from stream_service.loop import loop_name
 from stream_service.observability import audit
 from stream_service.observability.metrics import Metrics
 from stream_service.pipeline.publish import RECORD_OVERHEAD_BYTES
@@ -110,7 +111,7 @@ class Service:
                 parts.engine, cfg.delivery.drain_timeout_s, on_rebalance=self._set_rebalancing
             )
             parts.consumer.subscribe([cfg.topics.input], listener=listener)
-            audit.service_started(self.log, redacted(cfg))
+            audit.service_started(self.log, redacted(cfg), event_loop=loop_name(asyncio.get_running_loop()))
             self._started = True
             return await self._serve(parts)
         finally:

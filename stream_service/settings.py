@@ -233,6 +233,12 @@ class LimitSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     tenant_max_queued: PositiveInt | None = None
 
 
+class RuntimeSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The process: which asyncio event loop runs the service."""
+
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+
+
 class ObservabilitySettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Metrics endpoint and logging. ``metrics_port`` 0 picks a free port; ``None`` disables."""
 
@@ -270,6 +276,7 @@ class Config(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     cache: CacheSettings = CacheSettings()
     limits: LimitSettings = LimitSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
+    runtime: RuntimeSettings = RuntimeSettings()
     delivery: DeliverySettings = DeliverySettings()
 
 

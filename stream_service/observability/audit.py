@@ -62,9 +62,18 @@ def fingerprint(text: str) -> dict[str, Any]:
     return {"len": len(text), "sha256": digest[:_FINGERPRINT_HEX_CHARS]}
 
 
-def service_started(log: FilteringBoundLogger, config_redacted: Mapping[str, Any]) -> None:
-    """Log ``service.started`` with the configuration (secrets already redacted by the caller)."""
-    log.info("service.started", version=__version__, pid=os.getpid(), config=dict(config_redacted))
+def service_started(
+    log: FilteringBoundLogger, config_redacted: Mapping[str, Any], *, event_loop: str = "asyncio"
+) -> None:
+    """Log ``service.started`` with the configuration (secrets already redacted by the caller)
+    and the event loop it runs on."""
+    log.info(
+        "service.started",
+        version=__version__,
+        pid=os.getpid(),
+        event_loop=event_loop,
+        config=dict(config_redacted),
+    )
 
 
 def service_stopped(log: FilteringBoundLogger, reason: str, stats: Mapping[str, Any]) -> None:

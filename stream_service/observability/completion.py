@@ -73,14 +73,20 @@ class CompletionReport:
         inputs answered without running."""
         metrics = self._metrics
         now_ms = self._wall_clock() * 1000.0
-        outcomes: Counter[tuple[str, str]] = Counter()
-        errors: Counter[str] = Counter()
+        # One pass over the batch (this runs for every output): counts by (tenant, outcome) and
+        # by error type, latencies, and the partitions for the audit line.
+        outcomes: dict[tuple[str, str], int] = {}
+        errors: dict[str, int] = {}
         latencies: list[float] = []
+        states: set[_Partition] = set()
         for item, rec in zip(inputs, outputs, strict=True):
-            if rec.error_type is not None:
-                errors[rec.error_type] += 1
-            outcomes[(item.tenant, rec.outcome)] += 1
+            error_type = rec.error_type
+            if error_type is not None:
+                errors[error_type] = errors.get(error_type, 0) + 1
+            key = (item.tenant, rec.outcome)
+            outcomes[key] = outcomes.get(key, 0) + 1
             latencies.append(max(0.0, now_ms - item.timestamp_ms) / 1000.0)
+            states.add(item.state)
         metrics.end_to_end_seconds.observe_many(latencies)
         metrics.count_requests(outcomes)
         failed = sum(errors.values())
@@ -90,12 +96,17 @@ class CompletionReport:
         if failed:
             metrics.published_total.labels(topic=self._errors_topic).inc(failed)
         if batch_latency_s is not None:
+            tenants: Counter[str] = Counter()
+            by_outcome: Counter[str] = Counter()
+            for (tenant, outcome), n in outcomes.items():
+                tenants[tenant] += n
+                by_outcome[outcome] += n
             audit.batch_completed(
                 self._log,
                 batch_id=next(self._batch_ids),
                 size=len(inputs),
-                partitions={(i.state.topic, i.state.partition) for i in inputs},
-                tenants=Counter(i.tenant for i in inputs),
-                outcomes=Counter(rec.outcome for rec in outputs),
+                partitions={(state.topic, state.partition) for state in states},
+                tenants=tenants,
+                outcomes=by_outcome,
                 latency_s=batch_latency_s,
             )

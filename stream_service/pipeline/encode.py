@@ -99,7 +99,11 @@ class OutputEncoder:
                 (SOURCE_PARTITION, b"%d" % state.partition),
                 (CONTENT_TYPE, self._content_type),
             ]
-        headers = prefix + [(SOURCE_OFFSET, b"%d" % item.offset)]
+        offset = (SOURCE_OFFSET, b"%d" % item.offset)
+        if request_id is not None and tenant is not None:  # the common case, in one list display
+            header = self._tenants.get(tenant) or self._tenant_header(tenant)
+            return [*prefix, offset, (REQUEST_ID, request_id.encode("utf-8", "surrogateescape")), header]
+        headers = [*prefix, offset]
         if request_id is not None:
             headers.append((REQUEST_ID, request_id.encode("utf-8", "surrogateescape")))
         if tenant is not None:

@@ -20,9 +20,9 @@ from aiokafka.errors import (
     RecordTooLargeError,
     UnknownProducerId,
 )
-from aiokafka.partitioner import DefaultPartitioner
 
 from stream_service.pipeline.encode import OutputEncoder, OutRecord
+from stream_service.pipeline.partition import murmur2, partition_of
 from stream_service.pipeline.work import PartitionState
 
 PUBLISH_BACKOFF_INITIAL_S = 0.2
@@ -121,7 +121,6 @@ class Publisher:
         self._last_retry_log = float("-inf")
         self._held_back = 0  # records retried since the last publish.retry line
         self._partitions: dict[str, list[int]] = {}  # topic -> partition ids, for batched sends
-        self._partitioner = DefaultPartitioner()
         self.batch_cap_bytes = max_request_size  # lowered when the broker refuses a batch as too large
 
     fences = False  # at least once: nothing to fence, positions come from the group as usual
@@ -199,7 +198,7 @@ class Publisher:
             return await self._send_one(producer, rec)  # larger than a batch: the client's check decides
         try:
             fut: asyncio.Future[Any] = await producer.send_batch(
-                batch, rec.topic, partition=self._partitioner(rec.key, parts, parts)
+                batch, rec.topic, partition=_partition(rec.key, parts)
             )
         except KafkaError as exc:
             error: BaseException = exc
@@ -228,15 +227,25 @@ class Publisher:
         """
         out: list[SendResult | None] = [None] * len(records)
         groups: dict[tuple[str, int], list[int]] = {}
-        partitioner = self._partitioner
-        for i, rec in enumerate(records):
-            parts = await self._partitions_of(producer, rec.topic)
+        known = self._partitions
+        for i, rec in enumerate(records):  # hot: once per output record
+            parts = known.get(rec.topic) or await self._partitions_of(producer, rec.topic)
             if isinstance(parts, BaseException):
                 out[i] = parts
             elif len(rec.value) > BATCHED_RECORD_MAX_BYTES:
                 out[i] = await self._send_one(producer, rec)
             else:
-                groups.setdefault((rec.topic, partitioner(rec.key, parts, parts)), []).append(i)
+                key = rec.key
+                partition = (
+                    parts[(murmur2(key) & 0x7FFFFFFF) % len(parts)]
+                    if key is not None
+                    else random.choice(parts)
+                )
+                group = groups.get((rec.topic, partition))
+                if group is None:
+                    groups[(rec.topic, partition)] = [i]
+                else:
+                    group.append(i)
         cap = self.batch_cap_bytes
         for (topic, partition), indexes in groups.items():
             if len(indexes) < BATCHED_MIN_RECORDS:
@@ -319,6 +328,10 @@ class Publisher:
             sent_alone, alone = alone, set()
             unique = {id(f): f for f in futures if isinstance(f, asyncio.Future)}
             done = await self._acknowledgements(list(unique.values()))
+            if not any(isinstance(ack, BaseException) for ack in done.values()) and all(
+                isinstance(f, asyncio.Future) for f in futures
+            ):
+                return  # the common case: every record acknowledged
             shared = _shared(pending, futures)
             failed: list[OutRecord] = []
             first_error: BaseException | None = None
@@ -405,3 +418,8 @@ def _shared(records: Sequence[OutRecord], futures: Sequence[SendResult]) -> dict
             count[id(f)] = count.get(id(f), 0) + 1
             size[id(f)] = size.get(id(f), 0) + len(rec.value) + RECORD_OVERHEAD_BYTES
     return {key: size[key] for key, n in count.items() if n > 1}
+
+
+def _partition(key: bytes | None, partitions: list[int]) -> int:
+    """Where the producer would put ``key`` (a record without a key goes anywhere)."""
+    return partition_of(key, partitions) if key is not None else random.choice(partitions)
