@@ -23,6 +23,7 @@ from aiokafka import TopicPartition
 
 from stream_service.observability.completion import CompletionReport
 from stream_service.observability.metrics import Metrics
+from stream_service.ownership import Ownership
 from stream_service.pipeline.admit import Admission
 from stream_service.pipeline.answer import Answers
 from stream_service.pipeline.batch import BatchSizer
@@ -35,7 +36,7 @@ from stream_service.pipeline.execute import Executor
 from stream_service.pipeline.ledger import Ledger
 from stream_service.pipeline.publish import Outlet
 from stream_service.pipeline.schedule import FairScheduler
-from stream_service.pipeline.work import PartitionState, WorkItem
+from stream_service.pipeline.work import WorkItem
 
 Answered = list[tuple[WorkItem, OutRecord]]
 
@@ -83,105 +84,25 @@ class Engine:
         self._tasks: asyncio.TaskGroup | None = None
         self._running: set[asyncio.Task[None]] = set()
         self.drained: bool | None = None  # set when running() drained at its end
-        parts.publisher.bind(replay=self._replay, on_lost=self._lost)
+        self._ownership = Ownership(parts, self._log)
 
     # ------------------------------------------------------------------ partitions
 
     async def assign(self, partitions: Collection[TopicPartition]) -> None:
-        """Take partitions on, with fresh state (no pause, buffer or gate survives a rebalance).
-
-        Exactly once, nothing is fetched from them until their producers have fenced the
-        previous owners, and then only from the offsets committed by then."""
-        p = self._p
-        p.poller.hold(partitions)
-        states = p.ledger.open(partitions)
-        p.poller.assigned(p.ledger.states.keys())
-        p.metrics.rebalances_total.inc()
-        p.metrics.assigned_partitions.set(len(p.ledger.states))
-        await p.publisher.prepare(zip(partitions, states, strict=True))
-        if p.publisher.fences:
-            await p.poller.from_committed(partitions)
-        p.poller.release(partitions)
+        """Take partitions on, with fresh state (no pause, buffer or gate survives a rebalance)."""
+        await self._ownership.assign(partitions)
 
     async def revoke(self, partitions: Collection[TopicPartition], timeout_s: float) -> bool:
-        """Hand partitions over: drop their waiting work (redelivered to the next owner), wait up
-        to ``timeout_s`` for their running work, commit what finished, forget them. Returns
-        False when running work did not finish in time (it is redelivered too)."""
-        p = self._p
-        states = self._stop_admitting(partitions)
-        drained = await p.ledger.wait_idle(states, timeout_s)
-        if not drained:
-            self._log.warning(
-                "rebalance.drain_timeout",
-                timeout_s=timeout_s,
-                in_flight=sum(s.in_flight for s in states),
-                hint="unfinished work is redelivered; raise delivery.drain_timeout_s for fewer duplicates",
-            )
-        await p.commits.committer.commit(partitions)
-        p.ledger.forget(partitions)
-        await p.publisher.close(partitions)
-        p.metrics.forget_partitions((tp.topic, tp.partition) for tp in partitions)
-        p.metrics.assigned_partitions.set(len(p.ledger.states))
-        return drained
-
-    def _stop_admitting(self, partitions: Collection[TopicPartition]) -> list[PartitionState]:
-        """Revoke in the ledger and drop the partitions' waiting work; return their states."""
-        p = self._p
-        states = p.ledger.revoke(partitions)
-        if states:
-            dropped = p.scheduler.remove_if(lambda item: item.state.revoked)
-            dropped.extend(p.admission.drop(states))
-            handover = p.coalescer.drop(dropped)
-            p.ledger.dropped(dropped + handover.dropped)
-            p.ledger.requeued(handover.leaders)
-            for leader in handover.leaders:
-                p.dispatcher.push(leader)
-        return states
-
-    def _reset(self, tp: TopicPartition, offset: int) -> PartitionState:
-        """The partition's offsets went back (topic recreated, position reset): start it afresh."""
-        old = self._p.ledger.states[tp]
-        self._log.warning(
-            "partition.offset_reset",
-            topic=tp.topic,
-            partition=tp.partition,
-            offset=offset,
-            last_seen=old.tracker.last_added,
-            hint="the partition's offsets went backwards (topic recreated?): continuing from the new offset",
-        )
-        return self._renew(tp)
-
-    def _renew(self, tp: TopicPartition) -> PartitionState:
-        """A fresh state for ``tp``: waiting work of the old one is dropped and its running work
-        finishes unaccounted; nothing of the old state is committed any more."""
-        p = self._p
-        self._stop_admitting([tp])
-        p.ledger.forget([tp])
-        (state,) = p.ledger.open([tp])
-        p.publisher.rebind(tp, state)
-        return state
-
-    async def _replay(self, tp: TopicPartition, offset: int | None) -> None:
-        """A transaction failed: read ``tp`` again from ``offset`` (None: nothing was committed by
-        us yet, so from where this assignment began reading)."""
-        old = self._p.ledger.states.get(tp)
-        if old is None:
-            return
-        if offset is None:
-            offset = old.tracker.first_added
-        self._renew(tp)
-        await self._p.poller.rewind(tp, offset)
-
-    def _lost(self, tp: TopicPartition) -> None:
-        """Another instance owns ``tp`` now (we were fenced): fetch nothing more of it."""
-        self._p.poller.hold([tp])
+        """Hand partitions over: stop admitting, wait up to ``timeout_s``, commit, forget. False
+        when running work did not finish in time (it is redelivered)."""
+        return await self._ownership.revoke(partitions, timeout_s)
 
     # ------------------------------------------------------------------ the flow
 
     def intake(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
         """One fetch from the poll loop: admit it, answer what can be answered, queue the rest."""
         self._p.metrics.consumed_total.inc(sum(map(len, batch.values())))
-        self._ready(self._p.admission.take(batch, self._reset))
+        self._ready(self._p.admission.take(batch, self._ownership.reset))
 
     def _ready(self, items: Iterable[WorkItem]) -> None:
         """Items their key gate let through: answered at once, from the cache, after an identical
@@ -207,11 +128,8 @@ class Engine:
         p = self._p
         started = p.clock()
         outcomes = await p.executor.run([item.request for item in items])  # type: ignore[misc]
-        elapsed = p.clock() - started
-        self._processed(items)
-        p.metrics.batch_target_size.set(p.sizer.record(len(items), elapsed))
-        p.metrics.batch_size.observe(len(items))
-        p.metrics.processing_seconds.observe_many([o.seconds for o in outcomes])
+        p.scheduler.processed(items)  # tenant slots bound processing, not publishing
+        p.report.executed(outcomes, p.sizer.record(len(items), p.clock() - started))
         answers = p.coalescer
         records: list[OutRecord] = []
         for item, outcome in zip(items, outcomes, strict=True):
@@ -224,16 +142,6 @@ class Engine:
         await self._p.publisher.publish(
             [rec for _, rec in answered], lambda acked: self._complete(acked, None)
         )
-
-    def _processed(self, items: list[WorkItem]) -> None:
-        """The processor is done with ``items``: their tenants' in-flight slots are free again."""
-        slots: dict[str, int] = {}
-        for item in items:
-            if item.scheduled:
-                item.scheduled = False
-                slots[item.tenant] = slots.get(item.tenant, 0) + 1
-        for tenant, n in slots.items():
-            self._p.scheduler.complete(tenant, n)
 
     def _complete(self, records: Sequence[OutRecord], batch_latency_s: float | None) -> None:
         """``records`` are acknowledged (or, exactly once, discarded): account, report, open key

@@ -15,6 +15,7 @@ event                       level    when
 ``request.failed``          warning  one line per failed request (an ErrorRecord was published)
 ``request.completed``       info     one line per request, only when ``audit_requests`` is on
 ``offsets.committed``       info     offsets committed to the group
+``rebalance.drain_timeout`` warning  revoked partitions' work did not finish within the drain timeout
 ==========================  =======  =====================================================
 
 Prompts and generated content never appear in clear: :func:`fingerprint` stands in for them
@@ -35,6 +36,7 @@ from stream_service import __version__
 __all__ = [
     "batch_completed",
     "committed",
+    "drain_timeout",
     "fingerprint",
     "partitions_assigned",
     "partitions_revoked",
@@ -202,6 +204,16 @@ def request_completed(
         attempts=attempts,
         cached=cached,
         **{key: value for key, value in optional.items() if value is not None},
+    )
+
+
+def drain_timeout(log: FilteringBoundLogger, timeout_s: float, in_flight: int) -> None:
+    """Log ``rebalance.drain_timeout``: revoked partitions still had work running at the deadline."""
+    log.warning(
+        "rebalance.drain_timeout",
+        timeout_s=timeout_s,
+        in_flight=in_flight,
+        hint="unfinished work is redelivered; raise delivery.drain_timeout_s for fewer duplicates",
     )
 
 

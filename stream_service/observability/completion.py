@@ -37,6 +37,11 @@ class _Input(Protocol):
     def state(self) -> _Partition: ...
 
 
+class _Outcome(Protocol):
+    @property
+    def seconds(self) -> float: ...
+
+
 class _Output(Protocol):
     @property
     def error_type(self) -> str | None: ...
@@ -65,6 +70,13 @@ class CompletionReport:
         self._errors_topic = errors_topic
         self._wall_clock = wall_clock
         self._batch_ids = itertools.count(1)
+
+    def executed(self, outcomes: Sequence[_Outcome], batch_target: int) -> None:
+        """A batch ran: its size, each request's processing time, the sizer's new target."""
+        metrics = self._metrics
+        metrics.batch_target_size.set(batch_target)
+        metrics.batch_size.observe(len(outcomes))
+        metrics.processing_seconds.observe_many([o.seconds for o in outcomes])
 
     def completed(
         self, inputs: Sequence[_Input], outputs: Sequence[_Output], *, batch_latency_s: float | None

@@ -16,7 +16,7 @@ import platform
 import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Protocol, get_args
+from typing import Any, Protocol, get_args
 
 import psutil  # type: ignore[import-untyped]  # no stubs in the lock file
 from prometheus_client import (
@@ -354,6 +354,15 @@ class Metrics:
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         self.consumer_lag.labels(topic=topic, partition=str(partition)).set(lag)
+
+    def partitions_changed(
+        self, assigned_now: int, *, assigned: bool = False, revoked: Iterable[Any] = ()
+    ) -> None:
+        """A rebalance: count an assignment received, set the gauge, drop revoked lag series."""
+        if assigned:
+            self.rebalances_total.inc()
+        self.assigned_partitions.set(assigned_now)
+        self.forget_partitions((tp.topic, tp.partition) for tp in revoked)
 
     def forget_partitions(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Drop the lag series of revoked partitions so they do not report a stale value."""

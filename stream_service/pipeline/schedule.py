@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from stream_service.pipeline.limit import Clock, RateLimit, TokenBucket
@@ -198,6 +198,16 @@ class FairScheduler:
         if not taken and self.size and self._global is not None and global_avail <= 0:
             wait_s = self._global.wait_s(1)
         return taken, wait_s
+
+    def processed(self, items: Iterable[WorkItem]) -> None:
+        """The processor is done with ``items``: the in-flight slots they took are free again."""
+        slots: dict[str, int] = {}
+        for item in items:
+            if item.scheduled:
+                item.scheduled = False
+                slots[item.tenant] = slots.get(item.tenant, 0) + 1
+        for tenant, n in slots.items():
+            self.complete(tenant, n)
 
     def complete(self, tenant: str, n: int = 1) -> None:
         """Give back in-flight slots of ``tenant``; a tenant left idle is forgotten."""
