@@ -231,14 +231,12 @@ async def replay_failed(
     failures = await read_failures(
         options, errors_topic, input_topic, error_types, since_ms=since_ms, until_ms=until_ms
     )
-    err.write(
-        f"read {failures.read:,} error records of {errors_topic}: "
-        f"{len(failures.inputs):,} failed inputs of the wanted types\n"
-    )
+    note = err.write if err.isatty() else _silent  # a pipe or a log gets the summary only
+    note(f"read {failures.read:,} error records of {errors_topic}: {len(failures.inputs):,} failed inputs\n")
     found = InputIndex({}, {})
     if failures.inputs:
         found = await read_inputs(options, input_topic, failures.offsets())
-        err.write(f"read {found.scanned:,} records of {input_topic} to find them and their replays\n")
+        note(f"read {found.scanned:,} records of {input_topic} to find them and their replays\n")
     plan = plan_replays(failures, found, max_replays=max_replays)
     if dry_run or not plan.replays:
         return summarise(
@@ -268,6 +266,10 @@ async def replay_failed(
         produce_failures=produce_failures,
         elapsed_s=elapsed_s,
     )
+
+
+def _silent(text: str) -> int:
+    return 0
 
 
 # ------------------------------------------------------------------------------------------- command

@@ -110,30 +110,38 @@ def summarise(
     )
 
 
-def _counts(counts: dict[str, int] | dict[int, int], label: str = "") -> str:
-    return ", ".join(f"{label}{key} {format_count(n)}" for key, n in counts.items()) or "none"
+def _counts(counts: dict[str, int] | dict[int, int], separator: str = " ") -> str:
+    return ", ".join(f"{key}{separator}{format_count(n)}" for key, n in counts.items())
+
+
+def _left(attention: int) -> str:
+    if attention == 0:
+        return "every failed request found is replayed or was already"
+    return f"{format_count(attention)} failed requests cannot be replayed (see above)"
 
 
 def render_text(summary: ReplaySummary) -> str:
     """The run for a person: read, planned (or replayed), skipped with examples, a verdict."""
     s = summary
+    matched = sum(s.errors_matched.values())
     lines = [
         f"errors topic {s.errors_topic}: {format_count(s.errors_read)} error records read, "
-        f"{format_count(sum(s.errors_matched.values()))} of the types {', '.join(s.error_types)}"
-        f" ({_counts(s.errors_matched)})",
+        f"{format_count(matched)} of the types {', '.join(s.error_types)}"
+        + (f" ({_counts(s.errors_matched)})" if matched else ""),
         f"input topic {s.input_topic}: {format_count(s.inputs)} failed inputs, "
-        f"{format_count(s.inputs_scanned)} input records read",
+        f"{format_count(s.inputs_scanned)} records read to find them and their replays",
     ]
     if s.unreadable_errors:
         lines.append(f"note: {format_count(s.unreadable_errors)} error records could not be decoded")
-    verb = "would replay" if s.dry_run else "planned"
-    lines.append(
-        f"{verb} {format_count(s.planned)}: {_counts(s.planned_by_type)}; "
-        f"by partition: {_counts(s.planned_by_partition, 'p')}"
-    )
+    line = f"{'would replay' if s.dry_run else 'to replay'} {format_count(s.planned)}"
+    if s.planned:
+        line += f" ({_counts(s.planned_by_type)}); per partition {_counts(s.planned_by_partition, ': ')}"
+    lines.append(line)
     skipped = sum(s.skipped.values())
-    lines.append(f"{'would skip' if s.dry_run else 'skipped'} {format_count(skipped)}: {_counts(s.skipped)}")
-    for skip in s.examples:
+    line = f"{'would skip' if s.dry_run else 'skipped'} {format_count(skipped)}"
+    lines.append(line + (f" ({_counts(s.skipped)})" if skipped else ""))
+    # Only the skips that leave a request unreplayed are listed; the JSON summary has all examples.
+    for skip in (skip for skip in s.examples if skip.reason in NEEDS_ATTENTION):
         where = f"{skip.partition}/{skip.offset}" if skip.partition is not None else "-"
         lines.append(f"  {skip.reason:<16} {where:<12} {skip.request_id or '-':<24} {skip.detail}")
     for failure in s.failures:
@@ -141,15 +149,15 @@ def render_text(summary: ReplaySummary) -> str:
         lines.append(f"  {'failed':<16} {where:<12} {failure.request_id or '-':<24} {failure.error}")
     attention = sum(n for reason, n in s.skipped.items() if reason in NEEDS_ATTENTION) + s.failed
     if s.dry_run:
-        lines.append(
-            f"DRY RUN: nothing produced; {format_count(attention)} failed requests cannot be replayed"
-        )
+        lines.append(f"DRY RUN: nothing produced; {_left(attention)}")
+    elif not s.planned:
+        lines.append(f"{'OK' if s.ok else 'INCOMPLETE'}: nothing to replay; {_left(attention)}")
     else:
         status = "OK" if s.ok else "INCOMPLETE"
         lines.append(
             f"{status}: replayed {format_count(s.replayed)}/{format_count(s.planned)} to {s.input_topic} "
-            f"in {s.elapsed_s:.1f} s ({s.rate_per_s:,.0f}/s), {format_count(s.failed)} failed, "
-            f"{format_count(attention)} failed requests left without a replay"
+            f"in {s.elapsed_s:.1f} s ({s.rate_per_s:,.0f}/s), {format_count(s.failed)} not acknowledged; "
+            f"{_left(attention)}"
         )
     return "\n".join(lines) + "\n"
 

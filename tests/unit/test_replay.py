@@ -242,7 +242,8 @@ def test_summary_is_ok_only_when_no_failed_request_is_left_without_a_replay() ->
     assert dry.planned_by_partition == {0: 1} and dry.planned_by_type == {"timeout": 1}
     text = render_text(dry)
     assert "would replay 1" in text and "DRY RUN: nothing produced; 1 failed requests" in text
-    assert "expired" in text and "0/1" in text
+    assert "  expired          0/1" in text  # listed: it leaves a request unreplayed
+    assert "  duplicate" not in text  # counted only: the request is replayed once
 
     failures = failures_for((0, 2))
     found = index(failures, [(0, 2, [CT])])
@@ -252,6 +253,11 @@ def test_summary_is_ok_only_when_no_failed_request_is_left_without_a_replay() ->
     )
     assert done.ok and done.rate_per_s == 2.0
     assert render_text(done).splitlines()[-1].startswith("OK: replayed 1/1 to requests")
+
+    again = summarise(
+        failures, found, Plan(replays=[], skips=Skips()), errors_topic="e", dry_run=False, max_replays=3
+    )
+    assert render_text(again).splitlines()[-1].startswith("OK: nothing to replay")
 
 
 # ------------------------------------------------------------------------------------------ producing
