@@ -306,7 +306,8 @@ def _decide(
     if twin is not None:
         return "duplicate", f"the same request is replayed from offset {twin.offset}"
     if count + 1 > max_replays:
-        return "max-replays", f"{origin} was replayed {count} times (--max-replays {max_replays})"
+        times = "once" if count == 1 else f"{count} times"
+        return "max-replays", f"{origin} was replayed {times} already (--max-replays {max_replays})"
     return Replay(
         partition=partition,
         offset=offset,
