@@ -167,7 +167,7 @@ async def send_replays(
     ``progress(acknowledged, failed)`` is called as they go.
     """
     pace = Pace(rate_per_s=rate) if rate > 0 else None
-    in_flight: deque[tuple[Replay, Awaitable[Any]]] = deque()
+    in_flight: deque[tuple[Replay, asyncio.Future[Any]]] = deque()
     failures: list[ProduceFailure] = []
     acked = 0
 
@@ -179,7 +179,7 @@ async def send_replays(
 
     async def collect(limit: int) -> None:
         nonlocal acked
-        while in_flight and (len(in_flight) > limit or getattr(in_flight[0][1], "done", bool)()):
+        while in_flight and (len(in_flight) > limit or in_flight[0][1].done()):
             replay, ack = in_flight.popleft()
             try:
                 await ack
@@ -231,7 +231,12 @@ async def replay_failed(
     failures = await read_failures(
         options, errors_topic, input_topic, error_types, since_ms=since_ms, until_ms=until_ms
     )
-    note = err.write if err.isatty() else _silent  # a pipe or a log gets the summary only
+    tty = err.isatty()  # a pipe or a log gets the summary only
+
+    def note(text: str) -> None:
+        if tty:
+            err.write(text)
+
     note(f"read {failures.read:,} error records of {errors_topic}: {len(failures.inputs):,} failed inputs\n")
     found = InputIndex({}, {})
     if failures.inputs:
@@ -266,10 +271,6 @@ async def replay_failed(
         produce_failures=produce_failures,
         elapsed_s=elapsed_s,
     )
-
-
-def _silent(text: str) -> int:
-    return 0
 
 
 # ------------------------------------------------------------------------------------------- command
@@ -354,7 +355,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:
         print(
-            "replay: interrupted; the replays Kafka acknowledged stand, and the same command "
+            "\nreplay: interrupted; the replays Kafka acknowledged stand, and the same command "
             "replays only the rest",
             file=sys.stderr,
         )
