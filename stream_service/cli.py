@@ -49,7 +49,7 @@ def _run(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from stream_service import config_cli, schema
     from stream_service.localkafka.__main__ import register as register_kafka
-    from stream_service.tools import demo_cli, produce, reconcile, report, topics
+    from stream_service.tools import demo_cli, produce, reconcile, replay, report, topics
 
     parser = argparse.ArgumentParser(prog="stream-service", description=__doc__)
     parser.add_argument("--version", action="version", version=f"stream-service {__version__}")
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         produce.register,
         report.register,
         reconcile.register,
+        replay.register,
         topics.register,
         demo_cli.register,
         register_kafka,

@@ -13,7 +13,12 @@ Output records (results and errors) carry::
     request-id        the request's id                     when the input had a valid id
     tenant            the request's tenant                 when known
 
-Input records may carry ``content-type`` (else ``delivery.encoding`` is assumed).
+Input records may carry ``content-type`` (else ``delivery.encoding`` is assumed). Input records
+that ``stream-service replay`` re-produced also carry (the service ignores both, and its outputs
+carry only the lineage above, of the re-produced record)::
+
+    replay-of         <topic>/<partition>/<offset> of the request's first record   on replays
+    replay-count      replays of that request so far, decimal: 1, 2, ...            on replays
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ SOURCE_OFFSET: Final = "source-offset"
 CONTENT_TYPE: Final = "content-type"
 REQUEST_ID: Final = "request-id"
 TENANT: Final = "tenant"
+REPLAY_OF: Final = "replay-of"
+"""On a replayed input: ``<topic>/<partition>/<offset>`` of the request's original record."""
+REPLAY_COUNT: Final = "replay-count"
+"""On a replayed input: how many times the request has been replayed (1 on the first replay)."""
 
 JSON: Final = "application/json"
 MSGPACK: Final = "application/msgpack"
