@@ -16,21 +16,25 @@ from stream_service.errors import ConfigError
 
 __all__ = ["add_config_arguments", "config_from_args", "flags_from_args", "register"]
 
-_FLAGS: tuple[tuple[str, str], ...] = (
-    ("--bootstrap-servers", "kafka.bootstrap_servers"),
-    ("--input-topic", "topics.input"),
-    ("--results-topic", "topics.results"),
-    ("--errors-topic", "topics.errors"),
-    ("--group-id", "topics.group_id"),
-    ("--processor", "processor.name"),
-    ("--executor", "executor.kind"),
-    ("--metrics-port", "observability.metrics_port"),
-    ("--log-level", "observability.log_level"),
+_FLAGS: tuple[tuple[str, str, str], ...] = (
+    ("--bootstrap-servers", "kafka.bootstrap_servers", "HOST:PORT[,...]"),
+    ("--input-topic", "topics.input", "TOPIC"),
+    ("--results-topic", "topics.results", "TOPIC"),
+    ("--errors-topic", "topics.errors", "TOPIC"),
+    ("--group-id", "topics.group_id", "GROUP"),
+    ("--processor", "processor.name", "NAME"),
+    ("--executor", "executor.kind", ""),
+    ("--metrics-port", "observability.metrics_port", "PORT"),
+    ("--log-level", "observability.log_level", ""),
 )
 
 
 def _dest(flag: str) -> str:
     return flag.removeprefix("--").replace("-", "_")
+
+
+def _default(value: object) -> str:
+    return "unset" if value is None else str(value).replace("%", "%%")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,11 +43,16 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--config", dest="config_file", metavar="PATH", help=f"TOML config file (default: ${CONFIG_FILE_ENV})"
     )
-    for flag, key in _FLAGS:
-        info = SETTINGS[key].info
-        choices = list(info.values) if key == "executor.kind" and isinstance(info, mi.LiteralType) else None
-        help_text = f"sets {key} (env {SETTINGS[key].env_var})"
-        group.add_argument(flag, dest=_dest(flag), choices=choices, help=help_text)
+    for flag, key, metavar in _FLAGS:
+        setting = SETTINGS[key]
+        choices = list(setting.info.values) if isinstance(setting.info, mi.LiteralType) else None
+        group.add_argument(
+            flag,
+            dest=_dest(flag),
+            choices=choices,
+            metavar=metavar or None,
+            help=f"sets {key}, env {setting.env_var} (default: {_default(setting.default)})",
+        )
     group.add_argument(
         "--set",
         dest="config_overrides",
@@ -63,7 +72,7 @@ def flags_from_args(args: argparse.Namespace) -> tuple[str | None, dict[str, obj
             raise ConfigError(f"invalid --set {item}: expected KEY=VALUE, e.g. --set batch.max_size=100")
         key = key.strip()
         flags[key], labels[key] = text, f"flag --set {key}"
-    for flag, key in _FLAGS:
+    for flag, key, _ in _FLAGS:
         if (value := getattr(args, _dest(flag), None)) is not None:
             flags[key], labels[key] = value, f"flag {flag}"
     return getattr(args, "config_file", None), flags, labels

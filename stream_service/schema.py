@@ -91,6 +91,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+DESCRIPTION = """\
+Print the JSON Schema (draft 2020-12) of the message contract, generated from the msgspec Structs
+the service decodes and encodes with: the Request of the input topic, the Result and the
+ErrorRecord of the output topics. --write regenerates the schemas/ directory, --check exits 1
+when its files have drifted from the Structs.
+
+Example:
+  stream-service schema request
+"""
+
+
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", nargs="?", choices=list(MESSAGE_TYPES), help="print only this schema")
     action = parser.add_mutually_exclusive_group()
@@ -101,13 +112,17 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``schema`` subcommand to a ``stream-service`` command line."""
-    parser = subparsers.add_parser("schema", help="print or write the JSON Schema of the message contract")
+    parser = subparsers.add_parser(
+        "schema", help="print or write the JSON Schema of the message contract", description=DESCRIPTION
+    )
     _add_arguments(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m stream_service.schema``: the ``schema`` subcommand without the rest of the CLI."""
-    parser = argparse.ArgumentParser(prog="python -m stream_service.schema", description=__doc__)
+    from stream_service.cli_format import CommandParser
+
+    parser = CommandParser(prog="python -m stream_service.schema", description=DESCRIPTION)
     _add_arguments(parser)
     args = parser.parse_args(argv)
     return run(args)

@@ -310,29 +310,63 @@ def _csv(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
     return parse
 
 
+DESCRIPTION = """\
+Send generated requests to the input topic: a deterministic load generator (the same --seed and
+arguments always give the same ids, prompts, tenants and choices). It can mix in re-sent prompts
+under new ids, which the result cache answers, and bad records of five kinds (invalid JSON, wrong
+schema, oversized prompt, unknown profile, non-UTF-8 bytes). Keyed records are placed by CRC-32
+of the key. With --rate records go out on a schedule from the start of the run. Exits 0 once
+Kafka has acknowledged every record, 2 when it cannot.
+
+Example:
+  stream-service produce --bootstrap-servers broker-1:9092 --count 10000 --rate 500 --tenants 3
+"""
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``produce`` subcommand."""
     parser = subparsers.add_parser(
-        "produce",
-        help="send generated requests to the input topic (load generator)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "produce", help="send generated requests to the input topic (load generator)", description=DESCRIPTION
     )
     add_connection_arguments(parser)
-    parser.add_argument("--topic", help="default: topics.input")
-    parser.add_argument("--count", type=int, default=1000, help="records to send (default 1000)")
-    parser.add_argument("--rate", type=float, default=0.0, help="records per second; 0 = as fast as possible")
-    parser.add_argument("--tenants", type=_tenant_list, default=["tenant-0"], help="a,b,c or a count N")
-    parser.add_argument("--tenant-weights", type=_csv(float), help="relative weights, one per tenant")
-    parser.add_argument("--profiles", type=_csv(str), default=list(DEFAULT_PROFILES), help="comma list")
-    parser.add_argument("--priorities", type=_csv(int), default=[0], help="comma list of priorities")
-    parser.add_argument("--duplicate-ratio", type=float, default=0.0, help="share re-sending a recent prompt")
-    parser.add_argument("--bad-ratio", type=float, default=0.0, help="share of bad records (five kinds)")
-    parser.add_argument("--prompt-bytes", type=int, default=200, help="approximate prompt size")
+    parser.add_argument("--topic", metavar="TOPIC", help="topic written to (default: topics.input)")
+    parser.add_argument("--count", type=int, default=1000, metavar="N", help="records to send")
+    parser.add_argument(
+        "--rate", type=float, default=0.0, metavar="PER_S", help="records per second; 0 = as fast as possible"
+    )
+    parser.add_argument(
+        "--tenants",
+        type=_tenant_list,
+        default=["tenant-0"],
+        metavar="A,B,...|N",
+        help="tenant names, or a count N",
+    )
+    parser.add_argument(
+        "--tenant-weights", type=_csv(float), metavar="W,W,...", help="relative weights, one per tenant"
+    )
+    parser.add_argument(
+        "--profiles",
+        type=_csv(str),
+        default=list(DEFAULT_PROFILES),
+        metavar="P,P,...",
+        help="profiles to pick from",
+    )
+    parser.add_argument(
+        "--priorities", type=_csv(int), default=[0], metavar="N,N,...", help="priorities to pick from"
+    )
+    parser.add_argument(
+        "--duplicate-ratio", type=float, default=0.0, metavar="R", help="share re-sending a recent prompt"
+    )
+    parser.add_argument(
+        "--bad-ratio", type=float, default=0.0, metavar="R", help="share of bad records (five kinds)"
+    )
+    parser.add_argument("--prompt-bytes", type=int, default=200, metavar="N", help="approximate prompt size")
     parser.add_argument("--seed", type=int, default=0, help="fixes every generated value")
     parser.add_argument("--key", choices=["id", "tenant", "none"], default="id", help="record key")
-    parser.add_argument("--encoding", choices=["json", "msgpack"], default="json")
-    parser.add_argument("--id-prefix", help="request id prefix (default s<seed>-)")
+    parser.add_argument(
+        "--encoding", choices=["json", "msgpack"], default="json", help="value encoding (content-type header)"
+    )
+    parser.add_argument("--id-prefix", metavar="PREFIX", help="request id prefix (default: s<seed>-)")
     parser.add_argument("--json", action="store_true", help="print the stats as JSON")
     parser.set_defaults(handler=run)
 

@@ -363,23 +363,45 @@ def render_text(report: Report) -> str:
 # ------------------------------------------------------------------------------------------- command
 
 
+DESCRIPTION = """\
+Summarise what the service wrote: success rate, processing-time percentiles, throughput, HRV per
+profile, errors by type with the most common messages, cache hits, and recommendations when a
+figure stands out. Reads the results and errors topics up to the end offsets captured at start
+(or between --since and --until), or a JSONL file of outputs. Exits 2 when the input cannot be
+read.
+
+Example:
+  stream-service report --bootstrap-servers broker-1:9092 --since 15m
+"""
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``report`` subcommand."""
     parser = subparsers.add_parser(
         "report",
         help="summarise results and errors: success rate, latency, HRV, errors, recommendations",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=DESCRIPTION,
     )
     add_connection_arguments(parser)
-    parser.add_argument("--results-topic", help="default: topics.results")
-    parser.add_argument("--errors-topic", help="default: topics.errors")
-    parser.add_argument("--since", help="first output time: ISO 8601 or a duration ago (15m, 2h)")
-    parser.add_argument("--until", help="last output time: ISO 8601 or a duration ago")
-    parser.add_argument("--file", type=Path, help="read a JSONL file of results/errors instead of Kafka")
-    parser.add_argument("--wall-seconds", type=float, help="wall time for the throughput (with --file)")
     parser.add_argument(
-        "--backpressure-seconds", type=float, help="seconds the service spent paused (from its metrics)"
+        "--results-topic", metavar="TOPIC", help="the results topic (default: topics.results)"
+    )
+    parser.add_argument("--errors-topic", metavar="TOPIC", help="the errors topic (default: topics.errors)")
+    parser.add_argument(
+        "--since", metavar="TIME", help="first output time: ISO 8601 or a duration ago (15m, 2h)"
+    )
+    parser.add_argument("--until", metavar="TIME", help="last output time: ISO 8601 or a duration ago")
+    parser.add_argument(
+        "--file", type=Path, metavar="PATH", help="read a JSONL file of results/errors instead of Kafka"
+    )
+    parser.add_argument(
+        "--wall-seconds", type=float, metavar="S", help="wall time for the throughput (with --file)"
+    )
+    parser.add_argument(
+        "--backpressure-seconds",
+        type=float,
+        metavar="S",
+        help="seconds the service spent paused (from its metrics)",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(handler=run)
