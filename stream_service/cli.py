@@ -57,7 +57,7 @@ exit (130); a startup problem (bad setting, broker unreachable, missing topic, p
 cannot be loaded) exits 2 with a one-line explanation.
 
 Example:
-  stream-service run --bootstrap-servers broker-1:9092 --group-id prompt-workers --processor echo
+  stream-service run -b broker-1:9092 -t requests -G prompt-workers --processor echo
 """
 
 

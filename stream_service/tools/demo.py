@@ -26,7 +26,7 @@ import msgspec
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
-from stream_service.clients import tools_options
+from stream_service.clients import for_client, tools_options
 from stream_service.config import Config
 from stream_service.errors import ToolError
 from stream_service.exit_codes import ExitCode
@@ -166,7 +166,7 @@ def read_counters(registry: CollectorRegistry, results_topic: str, errors_topic:
 async def create_topics(options: Mapping[str, Any], topics: DemoTopics) -> None:
     """Create the three topics and wait until every partition has a leader."""
     names = {"input": topics.input, "results": topics.results, "errors": topics.errors}
-    admin = AIOKafkaAdminClient(**options)
+    admin = AIOKafkaAdminClient(**for_client("admin", options))
     await admin.start()
     try:
         response = await admin.create_topics([NewTopic(names[k], n, 1) for k, n in PARTITIONS.items()])

@@ -20,6 +20,7 @@ from typing import Any
 from aiokafka.errors import KafkaError
 
 from stream_service.config import load_config_with_sources
+from stream_service.config_cli import client_option_flags
 from stream_service.errors import ConfigError, PluginError, ToolError
 from stream_service.exit_codes import ExitCode
 from stream_service.localkafka import LocalKafkaError
@@ -126,6 +127,9 @@ def run(args: argparse.Namespace) -> int:
     if args.exactly_once:
         flags["delivery.guarantee"], labels["delivery.guarantee"] = "exactly_once", "flag --exactly-once"
     try:
+        entries, entry_labels = client_option_flags(args)
+        flags.update(entries)
+        labels.update(entry_labels)
         base, sources = load_config_with_sources(file=args.config_file, flags=flags, flag_labels=labels)
     except ConfigError as exc:
         print(f"demo: {exc}", file=sys.stderr)

@@ -30,7 +30,7 @@ import msgspec
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from stream_service.clients import tools_options
+from stream_service.clients import for_client, tools_options
 from stream_service.errors import ConfigError
 from stream_service.exit_codes import ExitCode
 from stream_service.messages import Request
@@ -244,7 +244,9 @@ async def produce_requests(
     )
     options = {"bootstrap_servers": bootstrap} if isinstance(bootstrap, str) else dict(bootstrap)
     pace = Pace(rate_per_s=rate) if rate > 0 else None
-    producer = make_producer(**options, acks="all", linger_ms=10, max_batch_size=_BATCH_BYTES)
+    producer = make_producer(
+        **for_client("producer", options, acks="all", linger_ms=10, max_batch_size=_BATCH_BYTES)
+    )
     kinds: Counter[str] = Counter()
     tenant_counts: Counter[str] = Counter()
     try:
@@ -319,7 +321,7 @@ of the key. With --rate records go out on a schedule from the start of the run. 
 Kafka has acknowledged every record, 2 when it cannot.
 
 Example:
-  stream-service produce --bootstrap-servers broker-1:9092 --count 10000 --rate 500 --tenants 3
+  stream-service produce -b broker-1:9092 -t requests -c 10000 --rate 500 --tenants 3
 """
 
 
@@ -329,8 +331,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "produce", help="send generated requests to the input topic (load generator)", description=DESCRIPTION
     )
     add_connection_arguments(parser)
-    parser.add_argument("--topic", metavar="TOPIC", help="topic written to (default: topics.input)")
-    parser.add_argument("--count", type=int, default=1000, metavar="N", help="records to send")
+    parser.add_argument("-t", "--topic", metavar="TOPIC", help="topic written to (default: topics.input)")
+    parser.add_argument("-c", "--count", type=int, default=1000, metavar="N", help="records to send")
     parser.add_argument(
         "--rate", type=float, default=0.0, metavar="PER_S", help="records per second; 0 = as fast as possible"
     )

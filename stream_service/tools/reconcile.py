@@ -24,7 +24,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
-from stream_service.clients import tools_options
+from stream_service.clients import for_client, tools_options
 from stream_service.errors import ConfigError, ToolError
 from stream_service.exit_codes import ExitCode
 from stream_service.tools.connection import add_connection_arguments, tool_config
@@ -232,7 +232,7 @@ async def input_ranges(
     to_offset: int | None,
 ) -> dict[int, tuple[int, int]]:
     """partition -> [start, end) of ``topic``, clamped to what the topic holds right now."""
-    consumer = AIOKafkaConsumer(**options, group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**for_client("consumer", options, group_id=None, enable_auto_commit=False))
     await consumer.start()
     try:
         tps, beginning, end = await partition_bounds(options, consumer, topic)
@@ -366,7 +366,7 @@ it once the service has caught up: inputs still being processed count as missing
 nothing is missing, 1 when some input has no output, 2 on errors.
 
 Example:
-  stream-service reconcile --bootstrap-servers broker-1:9092 --input-topic requests
+  stream-service reconcile -b broker-1:9092 -t requests
 """
 
 
@@ -378,7 +378,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=DESCRIPTION,
     )
     add_connection_arguments(parser)
-    parser.add_argument("--input-topic", metavar="TOPIC", help="the requests topic (default: topics.input)")
+    parser.add_argument(
+        "-t", "--input-topic", metavar="TOPIC", help="the requests topic (default: topics.input)"
+    )
     parser.add_argument(
         "--results-topic", metavar="TOPIC", help="the results topic (default: topics.results)"
     )

@@ -371,7 +371,7 @@ figure stands out. Reads the results and errors topics up to the end offsets cap
 read.
 
 Example:
-  stream-service report --bootstrap-servers broker-1:9092 --since 15m
+  stream-service report -b broker-1:9092 --since 15m
 """
 
 

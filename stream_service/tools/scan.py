@@ -14,6 +14,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from stream_service.clients import for_client
 from stream_service.errors import ToolError
 
 __all__ = ["Isolation", "ScanStats", "parse_time", "partition_bounds", "scan_topic", "topic_partitions"]
@@ -61,7 +62,7 @@ class ScanStats(msgspec.Struct, kw_only=True):
 async def topic_partitions(options: Mapping[str, Any], topic: str) -> list[int]:
     """The partition numbers of ``topic``; raises ToolError when it does not exist."""
     # The admin client, because a consumer's public API only learns partitions by subscribing.
-    admin = AIOKafkaAdminClient(**options)
+    admin = AIOKafkaAdminClient(**for_client("admin", options))
     await admin.start()
     try:
         (described,) = await admin.describe_topics([topic])
@@ -108,12 +109,15 @@ async def scan_topic(
     only records of committed transactions are read, up to the last stable offset.
     """
     consumer = AIOKafkaConsumer(
-        **options,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=_MAX_POLL_RECORDS,
-        isolation_level=isolation,
+        **for_client(
+            "consumer",
+            options,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=_MAX_POLL_RECORDS,
+            isolation_level=isolation,
+        )
     )
     await consumer.start()
     try:

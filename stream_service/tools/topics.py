@@ -26,7 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
-from stream_service.clients import tools_options
+from stream_service.clients import for_client, tools_options
 from stream_service.errors import ConfigError, ToolError
 from stream_service.exit_codes import ExitCode
 from stream_service.settings import Config
@@ -155,7 +155,7 @@ async def ensure_topics(
     options: Mapping[str, Any], specs: Sequence[TopicSpec], *, create: bool
 ) -> list[Finding]:
     """Check every topic against its spec; with ``create``, first make the missing ones."""
-    admin = AIOKafkaAdminClient(**options)
+    admin = AIOKafkaAdminClient(**for_client("admin", options))
     await admin.start()
     try:
         state = await _describe(admin, specs)
@@ -223,14 +223,14 @@ Create the missing topics (input, results, errors), then check all three against
 existing topic is never altered: a difference is reported (exit 1), not fixed.
 
 Example:
-  stream-service topics create --bootstrap-servers broker-1:9092 --partitions 8 --replication-factor 3
+  stream-service topics create -b broker-1:9092 --partitions 8 --replication-factor 3
 """
 CHECK_DESCRIPTION = """\
 Check that the three topics exist as planned (partitions, replication factor,
 min.insync.replicas, errors retention); exit 1, naming each difference, when they do not.
 
 Example:
-  stream-service topics check --bootstrap-servers broker-1:9092 --partitions 8
+  stream-service topics check -b broker-1:9092 --partitions 8
 """
 
 

@@ -73,7 +73,7 @@ def test_description_keeps_examples_and_rewraps_paragraphs(capsys: pytest.Captur
     with pytest.raises(SystemExit):
         main(["topics", "create", "--help"])
     out = capsys.readouterr().out
-    assert "\n  stream-service topics create --bootstrap-servers broker-1:9092 --partitions 8" in out
+    assert "\n  stream-service topics create -b broker-1:9092 --partitions 8" in out
     assert all(len(line) <= 110 for line in out.splitlines() if not line.startswith("  stream-service"))
 
 
