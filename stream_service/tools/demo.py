@@ -38,8 +38,9 @@ from stream_service.tools.produce import DEFAULT_PROFILES, ProduceStats, produce
 from stream_service.tools.progress import Progress, ProgressLine, RateMeter
 from stream_service.tools.reconcile import Verdict, reconcile_topics
 from stream_service.tools.reconcile import render_text as render_verdict
-from stream_service.tools.report import Report, analyse
-from stream_service.tools.report import render_text as render_report
+from stream_service.tools.report_model import Report
+from stream_service.tools.report_render import render_text as render_report
+from stream_service.tools.report_stats import ReportBuilder
 from stream_service.tools.scan import Isolation
 
 __all__ = [
@@ -385,11 +386,12 @@ async def _report(config: Config, topics: DemoTopics, outcome: DemoOutcome, coun
     options = tools_options(config)
     exactly_once = config.delivery.guarantee == "exactly_once"
     isolation: Isolation = "read_committed" if exactly_once else "read_uncommitted"
+    builder = ReportBuilder()
     outputs, verdict = await asyncio.gather(
-        read_outputs(options, topics.results, topics.errors, isolation=isolation),
+        read_outputs(options, topics.results, topics.errors, builder.add, isolation=isolation),
         reconcile_topics(options, topics.input, [topics.results, topics.errors], exactly_once=exactly_once),
     )
-    summary = analyse(outputs.records, wall_seconds=outputs.wall_seconds)
+    summary = builder.report(wall_seconds=outputs.wall_seconds)
     outcome.report = msgspec.structs.replace(summary, skipped_records=outputs.skipped)
     outcome.verdict = verdict
     out.write("\n" + render_report(outcome.report) + "\nRECONCILE\n" + render_verdict(verdict))

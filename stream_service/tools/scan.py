@@ -16,6 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from stream_service.clients import for_client
 from stream_service.errors import ToolError
+from stream_service.tools.progress import WorkMeter
 
 __all__ = ["Isolation", "ScanStats", "parse_time", "partition_bounds", "scan_topic", "topic_partitions"]
 
@@ -98,6 +99,7 @@ async def scan_topic(
     ranges: Mapping[int, tuple[int, int]] | None = None,
     idle_timeout_s: float = IDLE_TIMEOUT_S,
     isolation: Isolation = "read_uncommitted",
+    meter: WorkMeter | None = None,
 ) -> ScanStats:
     """Call ``on_record`` for every record of ``topic`` in bounds, in offset order per partition.
 
@@ -106,7 +108,8 @@ async def scan_topic(
     starts at the first record at or after that time, ``until_ms`` stops a partition at its
     first record after it. ``ranges`` (partition -> [start, end)) replaces the other bounds.
     Reads outside any consumer group: nothing is committed. With ``isolation="read_committed"``
-    only records of committed transactions are read, up to the last stable offset.
+    only records of committed transactions are read, up to the last stable offset. A ``meter``
+    is told the offsets in bounds, then the records read as they come.
     """
     consumer = AIOKafkaConsumer(
         **for_client(
@@ -143,7 +146,12 @@ async def scan_topic(
         pending = {tp for tp in tps if start[tp] < stop[tp]}
         for tp in pending:
             consumer.seek(tp, start[tp])
-        await _drain(consumer, pending, stop, until_ms, on_record, stats, idle_timeout_s)
+        in_bounds = sum(stop[tp] - start[tp] for tp in pending)
+        if meter is not None:
+            meter.expect(in_bounds)
+        await _drain(consumer, pending, stop, until_ms, on_record, stats, idle_timeout_s, meter)
+        if meter is not None and stats.complete:
+            meter.advance(in_bounds - stats.records)  # offset gaps, and what --until left out
         return stats
     finally:
         await consumer.stop()
@@ -157,6 +165,7 @@ async def _drain(
     on_record: Callable[[Any], None],
     stats: ScanStats,
     idle_timeout_s: float,
+    meter: WorkMeter | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     last_progress = loop.time()
@@ -178,6 +187,8 @@ async def _drain(
                 on_record(record)
             if records:
                 last_progress = loop.time()
+                if meter is not None:
+                    meter.advance(len(records))
         # Offsets may have gaps (transaction markers, compaction): the position, not the last
         # record, tells whether a partition reached its end.
         for tp in list(pending):
