@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -12,7 +13,8 @@ import pytest
 from stream_service.errors import ToolError
 from stream_service.messages import ErrorRecord, Result
 from stream_service.tools import report
-from stream_service.tools.report import analyse, percentile, render_text
+from stream_service.tools.report import ReportBuilder, analyse, percentile, render_text
+from stream_service.tools.report_stats import TopCounts
 from stream_service.tools.scan import parse_time
 
 
@@ -192,3 +194,59 @@ def test_parse_time_rejects_garbage() -> None:
     """An unreadable time bound is a ToolError that shows the accepted forms."""
     with pytest.raises(ToolError, match="ISO 8601"):
         parse_time("yesterday")
+
+
+# ------------------------------------------------------------------------------------ streaming
+
+
+def test_builder_keeps_no_record(tmp_path: Path) -> None:
+    """20,000 results with 10 KB of content each are summarised in well under their 200 MB."""
+    import tracemalloc
+
+    def results() -> Iterator[Result]:
+        for i in range(20_000):
+            yield _result(0.001 * (i % 100 + 1), "p", [0.5] * 8, cached=i % 7 == 0)
+
+    content = "x" * 10_000
+    builder = ReportBuilder(exact_limit=0)
+    tracemalloc.start()
+    try:
+        for record in results():
+            builder.add(msgspec.structs.replace(record, content=content + str(record.processing_time)))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000_000, f"peak {peak} bytes: records are being kept"
+    report_ = builder.report()
+    assert report_.overview.successful == 20_000 and not report_.performance.percentiles_exact
+    assert "percentiles within 0.5%" in render_text(report_)
+
+
+def test_builder_gives_the_figures_of_analyse() -> None:
+    """Adding outputs one at a time gives exactly what analyse() gives for the list."""
+    builder = ReportBuilder()
+    for record in KNOWN:
+        builder.add(record)
+    assert builder.report(wall_seconds=2.0) == analyse(KNOWN, wall_seconds=2.0)
+
+
+def test_top_counts_are_exact_until_full_then_lower_bounds() -> None:
+    """Under capacity counts are exact; past it a frequent message survives with a bounded undercount."""
+    top = TopCounts(capacity=3)
+    for key in ["a", "b", "a", "c", "a"]:
+        top.add(key)
+    assert top.most_common(2) == [("a", 3), ("b", 1)] and top.undercount == 0
+    for i in range(50):
+        top.add("hot")
+        top.add(f"rare-{i}")
+    (hot, count), *_ = top.most_common(1)
+    assert hot == "hot" and 50 - top.undercount <= count <= 50
+
+
+def test_many_distinct_messages_are_marked_as_lower_bounds() -> None:
+    """When messages overflow the summary, the JSON says so and the text heading says 'at least'."""
+    records = [_error("validation", f"bad field $.x{i}") for i in range(1_500)]
+    report_ = analyse(records)
+    assert not report_.errors.messages_exact
+    assert "most common messages (at least):" in render_text(report_)
+    assert "messages_exact" not in msgspec.json.encode(analyse(KNOWN)).decode()  # unchanged output
