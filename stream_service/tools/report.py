@@ -22,6 +22,7 @@ from stream_service.errors import ConfigError, ToolError
 from stream_service.exit_codes import ExitCode
 from stream_service.tools.connection import add_connection_arguments, tool_config
 from stream_service.tools.latency import percentile
+from stream_service.tools.latency_plot import write_plot
 from stream_service.tools.outputs import load_jsonl, read_outputs
 from stream_service.tools.progress import WorkMeter, tool_progress
 from stream_service.tools.report_model import Report, Thresholds
@@ -35,11 +36,12 @@ DESCRIPTION = """\
 Summarise what the service wrote: success rate, processing-time percentiles, throughput, HRV per
 profile, errors by type with the most common messages, cache hits, and recommendations when a
 figure stands out. Reads the results and errors topics up to the end offsets captured at start
-(or between --since and --until), or a JSONL file of outputs. Exits 2 when the input cannot be
-read.
+(or between --since and --until), or a JSONL file of outputs, one output at a time (memory does
+not grow with the topic). --plot also draws the processing-time histogram as a PNG. Exits 2
+when the input cannot be read.
 
 Example:
-  stream-service report -b broker-1:9092 --since 15m
+  stream-service report -b broker-1:9092 --since 15m --plot latency.png
 """
 
 
@@ -84,6 +86,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="seconds the service spent paused (from its metrics)",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="PNG",
+        help="also write the processing-time histogram as a PNG picture, e.g. latency.png",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -119,6 +127,12 @@ def run(args: argparse.Namespace) -> int:
     wall = args.wall_seconds if args.wall_seconds is not None else outputs.wall_seconds
     report = builder.report(backpressure_seconds=args.backpressure_seconds, wall_seconds=wall)
     report = msgspec.structs.replace(report, skipped_records=outputs.skipped)
+    if args.plot is not None:
+        try:
+            write_plot(builder.latency, args.plot)
+        except OSError as exc:
+            print(f"report: cannot write the plot: {exc}", file=sys.stderr)
+            return ExitCode.USAGE
     if args.json:
         sys.stdout.write(msgspec.json.format(msgspec.json.encode(report), indent=2).decode() + "\n")
     else:
