@@ -23,7 +23,7 @@ _INK: Color = (30, 30, 30)
 _GRID: Color = (225, 225, 225)
 BAR: Color = (70, 130, 180)
 _MARKS: tuple[tuple[float, str, Color], ...] = (
-    (0.5, "p50", (46, 139, 87)),
+    (0.5, "p50", (20, 20, 20)),
     (0.95, "p95", (230, 140, 20)),
     (0.99, "p99", (200, 40, 40)),
 )
@@ -90,7 +90,7 @@ def render_plot(sketch: LatencySketch, width: int = WIDTH, height: int = HEIGHT)
         if value is None or value <= 0:
             continue
         x = x_of(min(max(math.log10(value), low), high))
-        canvas.rect(x, _TOP, 2, plot_h, color)
+        canvas.rect(x - 1, _TOP, 3, plot_h, color)
         legend.append((f"{name} {format_seconds(value)}", color))
     canvas.text(_LEFT, 12, f"processing time of {sketch.count:,} results (log scale)", _INK)
     x = _LEFT
