@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from typing import cast
 
 from stream_service import __version__
 from stream_service.errors import ConfigError, PluginError
@@ -46,15 +47,46 @@ def _run(args: argparse.Namespace) -> int:
         return ExitCode.USAGE
 
 
+DESCRIPTION = """\
+A Kafka request processor: run it, and the operator's tools around it. 'run' consumes requests
+and publishes a result or an error record for each; the other commands generate load, report
+on the outputs, prove that no input was lost, manage the topics and run a local broker.
+
+Every command reads its settings from the config file (--config, or $STREAM_SERVICE_CONFIG), the
+environment (STREAM_SERVICE_<SECTION>__<FIELD>, KAFKA_BOOTSTRAP_SERVERS) and its flags, a later
+source winning; 'stream-service config' shows the result.
+"""
+RUN_DESCRIPTION = """\
+Consume requests from the input topic, process them in micro-batches, and publish one result or
+error record per input, committing offsets only behind outputs Kafka has acknowledged. Stays in
+the foreground: the first SIGTERM or SIGINT drains and commits (exit 0), a second one forces an
+exit (130); a startup problem (bad setting, broker unreachable, missing topic, processor that
+cannot be loaded) exits 2 with a one-line explanation.
+
+Example:
+  stream-service run -b broker-1:9092 -t requests -G prompt-workers --processor echo
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     from stream_service import config_cli, schema
+    from stream_service.cli_format import CommandParser
     from stream_service.localkafka.__main__ import register as register_kafka
     from stream_service.tools import demo_cli, produce, reconcile, replay, report, topics
 
-    parser = argparse.ArgumentParser(prog="stream-service", description=__doc__)
+    parser = CommandParser(
+        prog="stream-service",
+        description=DESCRIPTION,
+        epilog="Run 'stream-service COMMAND --help' for the options of a command.",
+    )
     parser.add_argument("--version", action="version", version=f"stream-service {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="consume requests and publish results until SIGTERM")
+    sub = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND"),
+    )
+    run = sub.add_parser(
+        "run", help="consume requests and publish results until SIGTERM", description=RUN_DESCRIPTION
+    )
     config_cli.add_config_arguments(run)
     run.set_defaults(handler=_run)
     for register in (

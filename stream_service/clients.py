@@ -1,7 +1,9 @@
 """The Kafka clients of the service and of the operator tools, built from one :class:`Config`.
 
 Every client (the service's consumer and producer, the tools' consumers, producers and admin
-clients) connects with :func:`connection_options`, so a security setting is written once.
+clients) connects with :func:`connection_options`, so a security setting is written once. The
+pass-through options of ``kafka.client_options`` (``-X``) reach each client whose class takes
+them (:mod:`stream_service.client_options`); what the service sets itself always wins.
 """
 
 from __future__ import annotations
@@ -16,7 +18,23 @@ from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 
 from stream_service import fetch_records
+from stream_service.client_options import ClientKind, for_client
+from stream_service.oauth import load_token_provider
 from stream_service.settings import Config
+
+__all__ = [
+    "client_options",
+    "close_producer",
+    "connection_options",
+    "for_client",
+    "max_message_bytes",
+    "service_consumer",
+    "service_producer",
+    "start_producer",
+    "start_transactional",
+    "tools_options",
+    "transactional_producer",
+]
 
 PRODUCER_BATCH_BYTES = 256 * 1024  # per-partition produce batch; the 16 KiB default caps throughput
 PRODUCER_STOP_TIMEOUT_S = 5.0  # a graceful stop (flush) gets this long, then the producer is torn down
@@ -38,18 +56,35 @@ def connection_options(config: Config) -> dict[str, Any]:
         )
     if k.security_protocol.startswith("SASL"):
         options["sasl_mechanism"] = k.sasl_mechanism
-        options["sasl_plain_username"] = k.sasl_username
-        options["sasl_plain_password"] = str(k.sasl_password) if k.sasl_password is not None else None
+        if k.sasl_mechanism == "OAUTHBEARER" and k.sasl_oauth_token_provider is not None:
+            options["sasl_oauth_token_provider"] = load_token_provider(k.sasl_oauth_token_provider)
+        else:
+            options["sasl_plain_username"] = k.sasl_username
+            options["sasl_plain_password"] = str(k.sasl_password) if k.sasl_password is not None else None
     return options
+
+
+def client_options(config: Config, kind: ClientKind) -> dict[str, Any]:
+    """The ``kafka.client_options`` entries (already checked by the loader) a ``kind`` client takes."""
+    return for_client(kind, config.kafka.client_options)
 
 
 def tools_options(config: Config) -> dict[str, Any]:
-    """:func:`connection_options` with the tools' own ``client_id``; the tools' consumers read any
-    record too (see :mod:`stream_service.fetch_records`)."""
+    """:func:`connection_options` with the tools' own ``client_id``, ``kafka.compression_type`` and
+    every ``kafka.client_options`` entry; build each client with :func:`for_client`, which keeps
+    what its class takes. The tools' consumers read any record too (see
+    :mod:`stream_service.fetch_records`)."""
     fetch_records.install()
-    options = connection_options(config)
+    options: dict[str, Any] = dict(config.kafka.client_options)
+    if config.kafka.compression_type != "none":
+        options["compression_type"] = config.kafka.compression_type
+    options.update(connection_options(config))
     options["client_id"] = config.kafka.client_id + TOOLS_CLIENT_SUFFIX
     return options
+
+
+def _compression(config: Config) -> str | None:
+    return None if config.kafka.compression_type == "none" else config.kafka.compression_type
 
 
 def service_consumer(config: Config) -> AIOKafkaConsumer:
@@ -59,30 +94,43 @@ def service_consumer(config: Config) -> AIOKafkaConsumer:
     fetch_records.install()
     k = config.kafka
     return AIOKafkaConsumer(
-        group_id=config.topics.group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        session_timeout_ms=k.session_timeout_ms,
-        heartbeat_interval_ms=k.heartbeat_interval_ms,
-        max_poll_interval_ms=k.max_poll_interval_ms,
-        rebalance_timeout_ms=k.max_poll_interval_ms,
-        fetch_max_bytes=k.fetch_max_bytes,
-        max_partition_fetch_bytes=k.max_partition_fetch_bytes,
-        isolation_level="read_committed",
-        **connection_options(config),
+        **for_client(
+            "consumer",
+            client_options(config, "consumer"),
+            group_id=config.topics.group_id,
+            group_instance_id=k.group_instance_id,
+            enable_auto_commit=False,
+            auto_offset_reset=k.auto_offset_reset,
+            session_timeout_ms=k.session_timeout_ms,
+            heartbeat_interval_ms=k.heartbeat_interval_ms,
+            max_poll_interval_ms=k.max_poll_interval_ms,
+            rebalance_timeout_ms=k.max_poll_interval_ms,
+            fetch_max_bytes=k.fetch_max_bytes,
+            max_partition_fetch_bytes=k.max_partition_fetch_bytes,
+            isolation_level="read_committed",
+            **connection_options(config),
+        )
     )
 
 
 def service_producer(config: Config) -> AIOKafkaProducer:
     """An idempotent producer with acks=all: an acknowledged output is durably written."""
+    return AIOKafkaProducer(**_producer_options(config))
+
+
+def _producer_options(config: Config, **extra: Any) -> dict[str, Any]:
     k = config.kafka
-    return AIOKafkaProducer(
+    return for_client(
+        "producer",
+        client_options(config, "producer"),
         acks="all",
         enable_idempotence=True,
         linger_ms=k.producer_linger_ms,
         max_request_size=k.producer_max_request_size,
         # a batch the client builds must fit one request: send_batch does not check it
         max_batch_size=min(PRODUCER_BATCH_BYTES, k.producer_max_request_size),
+        compression_type=_compression(config),
+        **extra,
         **connection_options(config),
     )
 
@@ -90,16 +138,7 @@ def service_producer(config: Config) -> AIOKafkaProducer:
 def transactional_producer(config: Config, transactional_id: str) -> AIOKafkaProducer:
     """An exactly-once producer: :func:`service_producer` with a transactional id (starting it
     fences every earlier producer of that id and aborts its open transaction)."""
-    k = config.kafka
-    return AIOKafkaProducer(
-        acks="all",
-        enable_idempotence=True,
-        transactional_id=transactional_id,
-        linger_ms=k.producer_linger_ms,
-        max_request_size=k.producer_max_request_size,
-        max_batch_size=min(PRODUCER_BATCH_BYTES, k.producer_max_request_size),
-        **connection_options(config),
-    )
+    return AIOKafkaProducer(**_producer_options(config, transactional_id=transactional_id))
 
 
 async def start_transactional(config: Config, transactional_id: str) -> AIOKafkaProducer:
@@ -109,7 +148,9 @@ async def start_transactional(config: Config, transactional_id: str) -> AIOKafka
 
 async def max_message_bytes(config: Config, topics: list[str]) -> int | None:
     """The smallest ``max.message.bytes`` of the given topics, or None when it cannot be read."""
-    admin = AIOKafkaAdminClient(**connection_options(config))
+    admin = AIOKafkaAdminClient(
+        **for_client("admin", client_options(config, "admin"), **connection_options(config))
+    )
     try:
         async with asyncio.timeout(config.kafka.startup_timeout_s):
             await admin.start()

@@ -38,6 +38,7 @@ from typing import Any, NamedTuple, get_args
 import msgspec
 import msgspec.inspect as mi
 
+from stream_service import client_options, oauth
 from stream_service.errors import ConfigError
 from stream_service.settings import (
     ENV_PREFIX,
@@ -68,6 +69,7 @@ from stream_service.settings import (
 
 __all__ = [
     "BOOTSTRAP_ENV",
+    "CLIENT_OPTIONS",
     "CONFIG_FILE_ENV",
     "ENV_PREFIX",
     "SETTINGS",
@@ -113,6 +115,10 @@ _PROCESSOR_NAME = re.compile(r"resonance|http|echo|python:[A-Za-z_][\w.]*:[A-Za-
 
 
 _BY_ENV = {s.env_var: s for s in SETTINGS.values()}
+# Tables of plain values whose entries a flag may set one by one (``-X fetch.min.bytes=1``, or
+# ``--set kafka.client_options.fetch.min.bytes=1``), over the table of the earlier sources.
+_ENTRY_TABLES = ("kafka.client_options", "processor.options")
+CLIENT_OPTIONS = "kafka.client_options"
 
 
 class _Value(NamedTuple):
@@ -389,13 +395,7 @@ def _check_rules(config: Config, sources: Mapping[str, str]) -> None:
     ordered("batch.min_size", "batch.max_size")
     ordered("retry.initial_backoff_s", "retry.max_backoff_s")
     ordered("kafka.heartbeat_interval_ms", "kafka.session_timeout_ms", strict=True)
-    protocol = config.kafka.security_protocol
-    if protocol.startswith("SASL_"):
-        for key in ("kafka.sasl_mechanism", "kafka.sasl_username", "kafka.sasl_password"):
-            if _get(config, key) is None:
-                allowed = SETTINGS[key].allowed.removesuffix(", or none")
-                when = f"kafka.security_protocol is {protocol} (from {source('kafka.security_protocol')})"
-                raise _invalid(key, None, source(key), f"{allowed} when {when}")
+    _check_kafka_rules(config, source)
     for key in ("kafka.ssl_cafile", "kafka.ssl_certfile", "kafka.ssl_keyfile"):
         if (path := _get(config, key)) is not None and not os.path.isfile(path):
             raise _invalid(key, path, source(key), "the path of an existing file")
@@ -405,6 +405,83 @@ def _check_rules(config: Config, sources: Mapping[str, str]) -> None:
     if config.processor.name == "http" and config.processor.http.timeout_s is not None:
         # The processor's limit must fit in the engine's, or the engine cuts every slow call first.
         ordered("processor.http.timeout_s", "executor.request_timeout_s")
+
+
+def _check_kafka_rules(config: Config, source: Any) -> None:
+    """SASL credentials by mechanism, the OAUTHBEARER token provider, codecs, static membership."""
+    k = config.kafka
+    protocol = k.security_protocol
+    if protocol.startswith("SASL_"):
+        when = f"kafka.security_protocol is {protocol} (from {source('kafka.security_protocol')})"
+        needed = ["kafka.sasl_mechanism"]
+        if k.sasl_mechanism == "OAUTHBEARER":
+            needed.append("kafka.sasl_oauth_token_provider")
+            when = f"kafka.sasl_mechanism is OAUTHBEARER (from {source('kafka.sasl_mechanism')})"
+        elif k.sasl_mechanism is not None:
+            needed += ["kafka.sasl_username", "kafka.sasl_password"]
+        for key in needed:
+            if _get(config, key) is None:
+                allowed = SETTINGS[key].allowed.removesuffix(", or none")
+                if key == "kafka.sasl_oauth_token_provider":
+                    allowed = "file:PATH or python:package.module:attribute"
+                raise _invalid(key, None, source(key), f"{allowed} when {when}")
+    provider = "kafka.sasl_oauth_token_provider"
+    if k.sasl_oauth_token_provider is not None:
+        if k.sasl_mechanism != "OAUTHBEARER":
+            mechanism = f"{k.sasl_mechanism or 'unset'}, from {source('kafka.sasl_mechanism')}"
+            allowed = f"none unless kafka.sasl_mechanism is OAUTHBEARER (it is {mechanism})"
+            raise _invalid(provider, k.sasl_oauth_token_provider, source(provider), allowed)
+        if (problem := oauth.spec_problem(k.sasl_oauth_token_provider)) is not None:
+            raise _invalid(provider, k.sasl_oauth_token_provider, source(provider), problem)
+    if (missing := client_options.missing_codec(k.compression_type)) is not None:
+        allowed = f"a codec this installation has: {missing}"
+        raise _invalid(
+            "kafka.compression_type", k.compression_type, source("kafka.compression_type"), allowed
+        )
+    if k.group_instance_id is not None and not k.group_instance_id.strip():
+        allowed = "a name unique to this replica (e.g. its pod name), or none"
+        raise _invalid(
+            "kafka.group_instance_id", k.group_instance_id, source("kafka.group_instance_id"), allowed
+        )
+
+
+def _entry_table(key: str) -> str | None:
+    """The table setting a flag ``<table>.<entry>`` sets one entry of, or None."""
+    return next((table for table in _ENTRY_TABLES if key.startswith(table + ".")), None)
+
+
+def _merge_entries(
+    entries: Mapping[str, Mapping[str, tuple[object, str]]],
+    values: dict[str, Any],
+    sources: dict[str, str],
+    entry_sources: dict[str, str],
+) -> None:
+    """Set table entries given one by one by flags over the table of the earlier sources."""
+    for table, items in entries.items():
+        merged = dict(values.get(table, SETTINGS[table].default))
+        for entry, (raw, label) in items.items():
+            merged[entry] = raw
+            entry_sources[f"{table}.{entry}"] = label
+        labels = ", ".join(label for _, label in items.values())
+        values[table] = _convert(table, _Value(merged, labels, False))
+        sources[table] = f"{sources[table]}, {labels}" if table in sources else labels
+
+
+def _normalise_client_options(
+    values: dict[str, Any], sources: dict[str, str], entry_sources: dict[str, str]
+) -> None:
+    """kafka.client_options under aiokafka's keywords, each entry checked against the clients."""
+    if CLIENT_OPTIONS not in values:
+        return
+    normalised: dict[str, Any] = {}
+    for name, value in values[CLIENT_OPTIONS].items():
+        key = f"{CLIENT_OPTIONS}.{name}"
+        try:
+            option = client_options.parse(name, value)
+        except ValueError as exc:
+            raise _invalid(key, value, entry_sources.get(key, sources[CLIENT_OPTIONS]), str(exc)) from None
+        normalised[option.keyword] = option.value
+    values[CLIENT_OPTIONS] = normalised
 
 
 def load_config_with_sources(
@@ -423,15 +500,22 @@ def load_config_with_sources(
     if file is not None:
         provided.update(_read_file(file, origin))
     provided.update(_read_env(environ))
+    entries: dict[str, dict[str, tuple[object, str]]] = {}
     for key, raw in (flags or {}).items():
         label = (flag_labels or {}).get(key, f"flag --set {key}")
         if key in _REMOVED:
             raise _removed(key, label)
+        if key not in SETTINGS and (table := _entry_table(key)) is not None:
+            entries.setdefault(table, {})[key.removeprefix(table + ".")] = (raw, label)
+            continue
         if key not in SETTINGS:
             raise ConfigError(f"unknown setting {key} (from {label})" + _suggest(key, SETTINGS))
         provided[key] = _Value(raw, label, isinstance(raw, str))
     values = {key: _convert(key, value) for key, value in provided.items()}
     sources = {key: value.source for key, value in provided.items()}
+    entry_sources: dict[str, str] = {}
+    _merge_entries(entries, values, sources, entry_sources)
+    _normalise_client_options(values, sources, entry_sources)
     _check_env_names(environ, values)
     _resolve_http(environ, values, sources)
     nested: dict[str, Any] = {}

@@ -11,26 +11,40 @@ from collections.abc import Mapping
 
 import msgspec.inspect as mi
 
-from stream_service.config import CONFIG_FILE_ENV, SETTINGS, Config, load_config
+from stream_service.config import CLIENT_OPTIONS, CONFIG_FILE_ENV, SETTINGS, Config, load_config
 from stream_service.errors import ConfigError
 
-__all__ = ["add_config_arguments", "config_from_args", "flags_from_args", "register"]
+__all__ = [
+    "add_client_option_argument",
+    "add_config_arguments",
+    "client_option_flags",
+    "config_from_args",
+    "flags_from_args",
+    "register",
+]
 
-_FLAGS: tuple[tuple[str, str], ...] = (
-    ("--bootstrap-servers", "kafka.bootstrap_servers"),
-    ("--input-topic", "topics.input"),
-    ("--results-topic", "topics.results"),
-    ("--errors-topic", "topics.errors"),
-    ("--group-id", "topics.group_id"),
-    ("--processor", "processor.name"),
-    ("--executor", "executor.kind"),
-    ("--metrics-port", "observability.metrics_port"),
-    ("--log-level", "observability.log_level"),
+# Short flags as the Kafka tools and kcat have them: -b brokers, -t the topic read (kcat -t; for
+# run the requests topic), -G (kcat) or -g the consumer group, -X a client setting.
+_SHORT = {"--bootstrap-servers": ("-b",), "--input-topic": ("-t",), "--group-id": ("-G", "-g")}
+_FLAGS: tuple[tuple[str, str, str], ...] = (
+    ("--bootstrap-servers", "kafka.bootstrap_servers", "HOST:PORT[,...]"),
+    ("--input-topic", "topics.input", "TOPIC"),
+    ("--results-topic", "topics.results", "TOPIC"),
+    ("--errors-topic", "topics.errors", "TOPIC"),
+    ("--group-id", "topics.group_id", "GROUP"),
+    ("--processor", "processor.name", "NAME"),
+    ("--executor", "executor.kind", ""),
+    ("--metrics-port", "observability.metrics_port", "PORT"),
+    ("--log-level", "observability.log_level", ""),
 )
 
 
 def _dest(flag: str) -> str:
     return flag.removeprefix("--").replace("-", "_")
+
+
+def _default(value: object) -> str:
+    return "unset" if value is None else str(value).replace("%", "%%")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,11 +53,17 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--config", dest="config_file", metavar="PATH", help=f"TOML config file (default: ${CONFIG_FILE_ENV})"
     )
-    for flag, key in _FLAGS:
-        info = SETTINGS[key].info
-        choices = list(info.values) if key == "executor.kind" and isinstance(info, mi.LiteralType) else None
-        help_text = f"sets {key} (env {SETTINGS[key].env_var})"
-        group.add_argument(flag, dest=_dest(flag), choices=choices, help=help_text)
+    for flag, key, metavar in _FLAGS:
+        setting = SETTINGS[key]
+        choices = list(setting.info.values) if isinstance(setting.info, mi.LiteralType) else None
+        group.add_argument(
+            *_SHORT.get(flag, ()),
+            flag,
+            dest=_dest(flag),
+            choices=choices,
+            metavar=metavar or None,
+            help=f"sets {key}, env {setting.env_var} (default: {_default(setting.default)})",
+        )
     group.add_argument(
         "--set",
         dest="config_overrides",
@@ -51,6 +71,32 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="set any setting by dotted key, value written as in the environment (repeatable)",
     )
+    add_client_option_argument(group)
+
+
+def add_client_option_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """A repeatable ``-X key=value``: one entry of kafka.client_options (aiokafka pass-through)."""
+    parser.add_argument(
+        "-X",
+        dest="client_options",
+        action="append",
+        metavar="KEY=VALUE",
+        help="pass an aiokafka client setting through, e.g. -X fetch.min.bytes=1024 (repeatable; "
+        "Kafka's dotted names accepted; sets an entry of kafka.client_options)",
+    )
+
+
+def client_option_flags(args: argparse.Namespace) -> tuple[dict[str, object], dict[str, str]]:
+    """The ``-X key=value`` entries as flags ``kafka.client_options.<key>``, with their labels."""
+    flags: dict[str, object] = {}
+    labels: dict[str, str] = {}
+    for item in getattr(args, "client_options", None) or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"invalid -X {item}: expected KEY=VALUE, e.g. -X fetch.min.bytes=1024")
+        name = f"{CLIENT_OPTIONS}.{key.strip()}"
+        flags[name], labels[name] = value, f"flag -X {key.strip()}"
+    return flags, labels
 
 
 def flags_from_args(args: argparse.Namespace) -> tuple[str | None, dict[str, object], dict[str, str]]:
@@ -63,9 +109,12 @@ def flags_from_args(args: argparse.Namespace) -> tuple[str | None, dict[str, obj
             raise ConfigError(f"invalid --set {item}: expected KEY=VALUE, e.g. --set batch.max_size=100")
         key = key.strip()
         flags[key], labels[key] = text, f"flag --set {key}"
-    for flag, key in _FLAGS:
+    for flag, key, _ in _FLAGS:
         if (value := getattr(args, _dest(flag), None)) is not None:
             flags[key], labels[key] = value, f"flag {flag}"
+    entries, entry_labels = client_option_flags(args)
+    flags.update(entries)
+    labels.update(entry_labels)
     return getattr(args, "config_file", None), flags, labels
 
 

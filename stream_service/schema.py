@@ -1,7 +1,9 @@
 """JSON Schema of the wire contract, generated from the Structs in :mod:`stream_service.messages`.
 
 The files in ``schemas/`` are this module's output and a test fails when they drift from the
-Structs. Regenerate them with ``stream-service schema --write schemas`` (or, without the CLI,
+Structs; ``asyncapi.json`` among them is the AsyncAPI 3.0 document of the three topics
+(:mod:`stream_service.asyncapi`), for the default topic names. Regenerate them with
+``stream-service schema --write schemas`` (or, without the CLI,
 ``python -m stream_service.schema --write schemas``).
 """
 
@@ -17,6 +19,7 @@ from typing import Any, Final
 
 import msgspec
 
+from stream_service import asyncapi
 from stream_service.messages import ErrorRecord, Request, Result
 
 SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
@@ -44,9 +47,14 @@ def render(schema: dict[str, Any]) -> str:
     return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+ASYNCAPI_FILE: Final = "asyncapi.json"
+
+
 def generate() -> dict[str, str]:
-    """File name -> text for every schema file, e.g. ``request.schema.json``."""
-    return {f"{name}.schema.json": render(schema_of(cls)) for name, cls in MESSAGE_TYPES.items()}
+    """File name -> text for every schema file, e.g. ``request.schema.json``, and ``asyncapi.json``."""
+    files = {f"{name}.schema.json": render(schema_of(cls)) for name, cls in MESSAGE_TYPES.items()}
+    files[ASYNCAPI_FILE] = render(asyncapi.document())
+    return files
 
 
 def write(directory: Path) -> list[Path]:
@@ -84,6 +92,17 @@ def run(args: argparse.Namespace) -> int:
             )
             return 1
         return 0
+    if args.asyncapi:
+        from stream_service.config import load_config
+        from stream_service.errors import ConfigError
+
+        try:
+            topics = load_config(file=args.config_file).topics
+        except ConfigError as exc:
+            print(f"schema: {exc}", file=sys.stderr)
+            return 2
+        print(render(asyncapi.document(topics)), end="")
+        return 0
     if args.name is not None:
         print(render(schema_of(MESSAGE_TYPES[args.name])), end="")
     else:
@@ -91,23 +110,51 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+DESCRIPTION = """\
+Print the JSON Schema (draft 2020-12) of the message contract, generated from the msgspec Structs
+the service decodes and encodes with: the Request of the input topic, the Result and the
+ErrorRecord of the output topics. --asyncapi prints an AsyncAPI 3.0 document of the three
+topics instead (channels, operations, the lineage headers, Kafka bindings), with the topic names
+and consumer group of the configuration. --write regenerates the schemas/ directory (the
+AsyncAPI document there is for the default names), --check exits 1 when its files have drifted.
+
+Example:
+  stream-service schema --asyncapi --config stream-service.toml
+"""
+
+
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", nargs="?", choices=list(MESSAGE_TYPES), help="print only this schema")
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--write", metavar="DIR", help="write the *.schema.json files into DIR")
     action.add_argument("--check", metavar="DIR", help="exit 1 if the files in DIR are out of date")
+    action.add_argument(
+        "--asyncapi",
+        action="store_true",
+        help="print the AsyncAPI 3.0 document of the three topics (names and group from the configuration)",
+    )
+    parser.add_argument(
+        "--config",
+        dest="config_file",
+        metavar="PATH",
+        help="TOML config file, for --asyncapi (default: $STREAM_SERVICE_CONFIG)",
+    )
     parser.set_defaults(handler=run)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``schema`` subcommand to a ``stream-service`` command line."""
-    parser = subparsers.add_parser("schema", help="print or write the JSON Schema of the message contract")
+    parser = subparsers.add_parser(
+        "schema", help="print or write the JSON Schema of the message contract", description=DESCRIPTION
+    )
     _add_arguments(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m stream_service.schema``: the ``schema`` subcommand without the rest of the CLI."""
-    parser = argparse.ArgumentParser(prog="python -m stream_service.schema", description=__doc__)
+    from stream_service.cli_format import CommandParser
+
+    parser = CommandParser(prog="python -m stream_service.schema", description=DESCRIPTION)
     _add_arguments(parser)
     args = parser.parse_args(argv)
     return run(args)

@@ -103,9 +103,11 @@ class KafkaSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     bootstrap_servers: str = "localhost:9092"
     client_id: str = "stream-service"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
     sasl_username: str | None = None
     sasl_password: str | None = None  # a secret: redacted everywhere it is shown
+    # OAUTHBEARER: "file:PATH" or "python:package.module:attribute" (stream_service.oauth)
+    sasl_oauth_token_provider: str | None = None
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
@@ -119,6 +121,12 @@ class KafkaSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     producer_linger_ms: NonNegativeInt = 5
     request_timeout_ms: PositiveInt = 40_000
     startup_timeout_s: PositiveFloat = 30.0
+    # Where a group with no committed offset starts: the service relies on "earliest".
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    group_instance_id: str | None = None  # static membership (KIP-345): unique per replica
+    # aiokafka keyword arguments passed through (-X key=value); see stream_service.client_options
+    client_options: dict[str, str | int | float | bool] = {}
 
 
 class TopicSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):

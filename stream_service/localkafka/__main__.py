@@ -18,18 +18,48 @@ from stream_service.localkafka.cluster import LocalKafka
 from stream_service.localkafka.jars import LocalKafkaError, default_version, ensure_jars
 
 _WATCH_INTERVAL_S = 1.0
+DESCRIPTION = """\
+A real Apache Kafka broker (KRaft, broker and controller in one JVM) on this machine, without
+Docker: 'start' runs one (or a cluster with --nodes) in the foreground, 'fetch' caches the broker
+jars. Needs Java 17+, and Maven once per Kafka version to fetch the jars into
+~/.cache/stream-service.
+"""
+START_DESCRIPTION = """\
+Start a local Kafka cluster and keep it running in the foreground until Ctrl-C or SIGTERM, then
+stop it. The bootstrap address is printed on stdout (and nothing else), so a script can capture
+it; progress goes to stderr. Exits 1 when a node cannot start or dies.
+
+Example:
+  stream-service kafka start --nodes 3
+"""
+FETCH_DESCRIPTION = """\
+Download the Kafka broker jars of a version into the cache (what the setup script calls), so
+that later starts need no network. --warm also starts and stops a broker once, which writes the
+class-data archive that halves start-up.
+
+Example:
+  stream-service kafka fetch --warm
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``start`` and ``fetch`` subcommands to ``parser`` and point ``handler`` at :func:`run`."""
-    sub = parser.add_subparsers(dest="kafka_command", required=True, metavar="{start,fetch}")
-    start = sub.add_parser("start", help="run a local Kafka cluster in the foreground until Ctrl-C")
-    start.add_argument("--nodes", type=int, default=1, help="combined broker+controller nodes (default 1)")
-    start.add_argument("--version", default=None, help=f"Kafka version (default {default_version()})")
-    start.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
-    start.add_argument("--port", type=int, default=0, help="client port of node 1 (default: any free port)")
-    fetch = sub.add_parser("fetch", help="download the Kafka jars into the cache (needs mvn once)")
-    fetch.add_argument("--version", default=None, help=f"Kafka version (default {default_version()})")
+    sub = parser.add_subparsers(dest="kafka_command", required=True, title="commands", metavar="COMMAND")
+    start = sub.add_parser(
+        "start",
+        help="run a local Kafka cluster in the foreground until Ctrl-C",
+        description=START_DESCRIPTION,
+    )
+    start.add_argument("--nodes", type=int, default=1, metavar="N", help="combined broker+controller nodes")
+    start.add_argument("--version", default=None, help=f"Kafka version (default: {default_version()})")
+    start.add_argument("--host", default="127.0.0.1", help="listen address")
+    start.add_argument(
+        "--port", type=int, default=0, help="client port of node 1 (default: 0, any free port)"
+    )
+    fetch = sub.add_parser(
+        "fetch", help="download the Kafka jars into the cache (needs mvn once)", description=FETCH_DESCRIPTION
+    )
+    fetch.add_argument("--version", default=None, help=f"Kafka version (default: {default_version()})")
     fetch.add_argument(
         "--warm",
         action="store_true",
@@ -40,7 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Mount these commands as ``<prog> kafka {start,fetch}`` (used by ``stream_service.cli``)."""
-    parser = subparsers.add_parser("kafka", help="run a real Kafka broker locally, without Docker")
+    parser = subparsers.add_parser(
+        "kafka", help="run a real Kafka broker locally, without Docker", description=DESCRIPTION
+    )
     add_arguments(parser)
 
 
@@ -106,9 +138,9 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m stream_service.localkafka", description="A local Apache Kafka without Docker."
-    )
+    from stream_service.cli_format import CommandParser
+
+    parser = CommandParser(prog="python -m stream_service.localkafka", description=DESCRIPTION)
     add_arguments(parser)
     args = parser.parse_args(argv)
     handler = args.handler

@@ -26,7 +26,7 @@ import msgspec
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
-from stream_service.clients import tools_options
+from stream_service.clients import for_client, tools_options
 from stream_service.config import Config
 from stream_service.errors import ToolError
 from stream_service.exit_codes import ExitCode
@@ -38,8 +38,9 @@ from stream_service.tools.produce import DEFAULT_PROFILES, ProduceStats, produce
 from stream_service.tools.progress import Progress, ProgressLine, RateMeter
 from stream_service.tools.reconcile import Verdict, reconcile_topics
 from stream_service.tools.reconcile import render_text as render_verdict
-from stream_service.tools.report import Report, analyse
-from stream_service.tools.report import render_text as render_report
+from stream_service.tools.report_model import Report
+from stream_service.tools.report_render import render_text as render_report
+from stream_service.tools.report_stats import ReportBuilder
 from stream_service.tools.scan import Isolation
 
 __all__ = [
@@ -166,7 +167,7 @@ def read_counters(registry: CollectorRegistry, results_topic: str, errors_topic:
 async def create_topics(options: Mapping[str, Any], topics: DemoTopics) -> None:
     """Create the three topics and wait until every partition has a leader."""
     names = {"input": topics.input, "results": topics.results, "errors": topics.errors}
-    admin = AIOKafkaAdminClient(**options)
+    admin = AIOKafkaAdminClient(**for_client("admin", options))
     await admin.start()
     try:
         response = await admin.create_topics([NewTopic(names[k], n, 1) for k, n in PARTITIONS.items()])
@@ -385,11 +386,12 @@ async def _report(config: Config, topics: DemoTopics, outcome: DemoOutcome, coun
     options = tools_options(config)
     exactly_once = config.delivery.guarantee == "exactly_once"
     isolation: Isolation = "read_committed" if exactly_once else "read_uncommitted"
+    builder = ReportBuilder()
     outputs, verdict = await asyncio.gather(
-        read_outputs(options, topics.results, topics.errors, isolation=isolation),
+        read_outputs(options, topics.results, topics.errors, builder.add, isolation=isolation),
         reconcile_topics(options, topics.input, [topics.results, topics.errors], exactly_once=exactly_once),
     )
-    summary = analyse(outputs.records, wall_seconds=outputs.wall_seconds)
+    summary = builder.report(wall_seconds=outputs.wall_seconds)
     outcome.report = msgspec.structs.replace(summary, skipped_records=outputs.skipped)
     outcome.verdict = verdict
     out.write("\n" + render_report(outcome.report) + "\nRECONCILE\n" + render_verdict(verdict))

@@ -1,4 +1,5 @@
-"""Reading what the service wrote: results and errors, from the topics or from a JSONL file."""
+"""Reading what the service wrote, one output at a time: results and errors, from the topics or
+from a JSONL file. Each decoded output goes to a callback and is not kept."""
 
 from __future__ import annotations
 
@@ -11,22 +12,27 @@ import msgspec
 
 from stream_service.messages import ErrorRecord, Result
 from stream_service.tools.lineage import OutputDecoder, content_type
+from stream_service.tools.progress import WorkMeter
 from stream_service.tools.scan import Isolation, scan_topic
 
-__all__ = ["Outputs", "load_jsonl", "read_outputs"]
+__all__ = ["OnOutput", "Outputs", "load_jsonl", "read_outputs"]
+
+OnOutput = Callable[[Result | ErrorRecord], None]
 
 
 class Outputs(msgspec.Struct, kw_only=True):
-    """Decoded results and errors, how many records were skipped, and the wall time they span."""
+    """What a read saw besides the outputs: records skipped, the wall time they span, and the
+    topics whose scan stopped before their end."""
 
-    records: list[Result | ErrorRecord] = []
+    read: int = 0  # outputs decoded and handed on
     skipped: int = 0  # undecodable records (or tombstones)
     wall_seconds: float | None = None
-    incomplete: list[str] = []  # topics whose scan stopped before their end
+    incomplete: list[str] = []
 
 
-def load_jsonl(path: Path) -> Outputs:
-    """Outputs from a JSONL file, one Result or ErrorRecord per line; raises OSError if unreadable."""
+def load_jsonl(path: Path, on_output: OnOutput) -> Outputs:
+    """Hand each Result or ErrorRecord of a JSONL file (one per line) to ``on_output``; raises
+    OSError if the file cannot be read."""
     out = Outputs()
     with path.open("rb") as lines:
         for line in lines:
@@ -38,9 +44,11 @@ def load_jsonl(path: Path) -> Outputs:
                 record: Result | ErrorRecord = (
                     msgspec.convert(raw, ErrorRecord) if is_error else msgspec.convert(raw, Result)
                 )
-                out.records.append(record)
             except msgspec.MsgspecError:
                 out.skipped += 1
+                continue
+            on_output(record)
+            out.read += 1
     return out
 
 
@@ -48,41 +56,43 @@ async def read_outputs(
     options: Mapping[str, Any],
     results_topic: str,
     errors_topic: str,
+    on_output: OnOutput,
     *,
     since_ms: int | None = None,
     until_ms: int | None = None,
     isolation: Isolation = "read_uncommitted",
+    meter: WorkMeter | None = None,
 ) -> Outputs:
-    """Outputs of both topics; the wall time is the span of their record timestamps."""
+    """Hand every output of both topics to ``on_output``, as it is read; the wall time is the
+    span of their record timestamps."""
     decoder = OutputDecoder()
     out = Outputs()
 
     def sink(decode: Callable[[bytes, str], Result | ErrorRecord]) -> Callable[[Any], None]:
         def on_record(record: Any) -> None:
             try:
-                out.records.append(decode(record.value, content_type(record.headers)))
+                output = decode(record.value, content_type(record.headers))
             except (msgspec.MsgspecError, TypeError):  # TypeError: a tombstone (value None)
                 out.skipped += 1
+                return
+            on_output(output)
+            out.read += 1
 
         return on_record
 
     scans = await asyncio.gather(
-        scan_topic(
-            options,
-            results_topic,
-            sink(decoder.result),
-            since_ms=since_ms,
-            until_ms=until_ms,
-            isolation=isolation,
-        ),
-        scan_topic(
-            options,
-            errors_topic,
-            sink(decoder.error),
-            since_ms=since_ms,
-            until_ms=until_ms,
-            isolation=isolation,
-        ),
+        *(
+            scan_topic(
+                options,
+                topic,
+                sink(decode),
+                since_ms=since_ms,
+                until_ms=until_ms,
+                isolation=isolation,
+                meter=meter,
+            )
+            for topic, decode in ((results_topic, decoder.result), (errors_topic, decoder.error))
+        )
     )
     firsts = [s.first_timestamp_ms for s in scans if s.first_timestamp_ms is not None]
     lasts = [s.last_timestamp_ms for s in scans if s.last_timestamp_ms is not None]

@@ -1,8 +1,10 @@
 """A live progress line: one self-redrawing line on a terminal, plain periodic lines elsewhere.
 
-The formatting is pure functions of a :class:`Progress` snapshot (unit-tested without a
-terminal); :class:`RateMeter` turns counter samples into a rate over a sliding window; and
-:class:`ProgressLine` decides when and how to write. Time is always passed in or injected.
+The formatting is pure functions of a snapshot (unit-tested without a terminal): the demo's
+:class:`Progress` (requests consumed and answered) or a tool's :class:`Work` (records read or
+sent); :class:`RateMeter` turns counter samples into a rate over a sliding window;
+:class:`ProgressLine` decides when and how to write; :class:`WorkMeter` is what a tool's long
+work counts into. Time is always passed in or injected.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ __all__ = [
     "Progress",
     "ProgressLine",
     "RateMeter",
+    "Work",
+    "WorkMeter",
     "format_count",
     "format_elapsed",
     "format_percent",
@@ -54,6 +58,48 @@ class Progress(NamedTuple):
         if self.expected <= 0:
             return 1.0
         return min(1.0, max(0.0, self.answered / self.expected))
+
+    def figures(self, rate_per_s: float) -> str:
+        """The figures of the line, without the bar."""
+        return (
+            f"{format_percent(self.fraction)}  consumed {format_count(self.consumed)}"
+            f"  results {format_count(self.results)}  errors {format_count(self.errors)}"
+            f"  {rate_per_s:,.0f} msg/s  {format_elapsed(self.elapsed_s)}"
+        )
+
+    def widest(self) -> Progress:
+        """The snapshot with every count at its largest expected value (sizes the bar)."""
+        n = self.expected
+        return Progress(n, max(n, self.consumed), max(n, self.results), max(n, self.errors), self.elapsed_s)
+
+
+class Work(NamedTuple):
+    """A tool's long work at one moment: ``done`` of ``expected`` units, e.g. records read."""
+
+    verb: str  # "read", "sent"
+    unit: str  # "records"
+    done: int
+    expected: int
+    elapsed_s: float
+
+    @property
+    def fraction(self) -> float:
+        """Share of the expected units done, within [0, 1] (1 when nothing is expected)."""
+        if self.expected <= 0:
+            return 1.0
+        return min(1.0, max(0.0, self.done / self.expected))
+
+    def figures(self, rate_per_s: float) -> str:
+        """The figures of the line, without the bar."""
+        return (
+            f"{format_percent(self.fraction)}  {self.verb} {format_count(self.done)}"
+            f" of {format_count(self.expected)} {self.unit}  {rate_per_s:,.0f}/s"
+            f"  {format_elapsed(self.elapsed_s)}"
+        )
+
+    def widest(self) -> Work:
+        """The snapshot at its largest expected count (sizes the bar)."""
+        return self._replace(done=max(self.done, self.expected))
 
 
 class RateMeter:
@@ -111,37 +157,19 @@ def format_percent(fraction: float) -> str:
     return f"{math.floor(min(1.0, max(0.0, fraction)) * 100):3d}%"
 
 
-def _figures(progress: Progress, rate_per_s: float) -> str:
-    return (
-        f"{format_percent(progress.fraction)}  consumed {format_count(progress.consumed)}"
-        f"  results {format_count(progress.results)}  errors {format_count(progress.errors)}"
-        f"  {rate_per_s:,.0f} msg/s  {format_elapsed(progress.elapsed_s)}"
-    )
-
-
-def format_progress(progress: Progress, rate_per_s: float, width: int | None = None) -> str:
+def format_progress(progress: Progress | Work, rate_per_s: float, width: int | None = None) -> str:
     """The progress line; with ``width`` it never exceeds ``width`` characters.
 
     Without ``width`` (logs, pipes) there is no bar: the figures alone, nothing to clip. With
     it, a bar of 10 to 30 cells leads the line when there is room for one (86 columns
     for 20,000 requests); otherwise the figures are shown alone, cut if they must be.
     """
-    figures = _figures(progress, rate_per_s)
+    figures = progress.figures(rate_per_s)
     if width is None:
         return figures
     # The bar's width comes from the line as long as it will get (every count at the expected
     # total, a five-digit rate), so the bar does not shrink as the figures grow.
-    p = progress
-    widest = _figures(
-        Progress(
-            p.expected,
-            max(p.expected, p.consumed),
-            max(p.expected, p.results),
-            max(p.expected, p.errors),
-            p.elapsed_s,
-        ),
-        max(rate_per_s, _WIDEST_RATE_PER_S),
-    )
+    widest = progress.widest().figures(max(rate_per_s, _WIDEST_RATE_PER_S))
     room = width - len(widest) - 3  # brackets and a space
     if room < _MIN_BAR_WIDTH:
         return figures[: max(0, width)]
@@ -180,7 +208,7 @@ class ProgressLine:
         self._last_written_s: float | None = None
         self._drawn = ""  # what is on the terminal line now (tty only)
 
-    def update(self, progress: Progress, rate_per_s: float) -> None:
+    def update(self, progress: Progress | Work, rate_per_s: float) -> None:
         """Show ``progress`` if a refresh is due (at most once per ``interval_s``)."""
         now = self._clock()
         if self._last_written_s is not None and now - self._last_written_s < self.interval_s:
@@ -197,7 +225,7 @@ class ProgressLine:
             self._stream.write(text + "\n")
         self._stream.flush()
 
-    def finish(self, progress: Progress, rate_per_s: float) -> None:
+    def finish(self, progress: Progress | Work, rate_per_s: float) -> None:
         """Write the final figures and end the line."""
         self._write(progress, rate_per_s)
         if self.tty:
@@ -212,7 +240,7 @@ class ProgressLine:
             self._stream.flush()
             self._drawn = ""
 
-    def _write(self, progress: Progress, rate_per_s: float) -> None:
+    def _write(self, progress: Progress | Work, rate_per_s: float) -> None:
         if not self.tty:
             self._stream.write(format_progress(progress, rate_per_s) + "\n")
             self._stream.flush()
@@ -222,3 +250,62 @@ class ProgressLine:
         self._stream.write("\r" + line + padding)
         self._stream.flush()
         self._drawn = line
+
+
+LONG_WORK_S = 1.0  # a tool's line appears once its work has taken this long (quick runs stay quiet)
+
+
+def tool_progress(stream: IO[str], *, json_output: bool = False) -> ProgressLine | None:
+    """The progress line of a tool's long work: on a terminal only, never with ``--json``."""
+    if json_output or not stream.isatty():
+        return None
+    return ProgressLine(stream, tty=True)
+
+
+class WorkMeter:
+    """What a tool's long work counts into: units expected and done, drawn on ``line`` (if any)
+    once the work has taken ``delay_s``; :meth:`finish` ends a line that was drawn."""
+
+    def __init__(
+        self,
+        line: ProgressLine | None,
+        verb: str,
+        unit: str = "records",
+        *,
+        delay_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.line = line
+        self.verb, self.unit = verb, unit
+        self.expected = 0
+        self.done = 0
+        self.delay_s = LONG_WORK_S if delay_s is None else delay_s
+        self._clock = clock
+        self._started = clock()
+        self._rate = RateMeter()
+        self.drawn = False
+
+    def snapshot(self) -> Work:
+        return Work(self.verb, self.unit, self.done, self.expected, self._clock() - self._started)
+
+    def expect(self, count: int) -> None:
+        """More units are to be done (a scan learnt its end offsets)."""
+        self.expected += count
+
+    def advance(self, count: int) -> None:
+        """``count`` more units are done; redraws the line when one is due."""
+        self.done += count
+        if self.line is None:
+            return
+        work = self.snapshot()
+        self._rate.observe(work.elapsed_s, self.done)
+        if work.elapsed_s >= self.delay_s:
+            self.line.update(work, self._rate.rate())
+            self.drawn = True
+
+    def finish(self) -> None:
+        """Write the final figures and end the line, if the line was ever drawn."""
+        if self.line is not None and self.drawn:
+            work = self.snapshot()
+            self.line.finish(work, self.done / work.elapsed_s if work.elapsed_s > 0 else 0.0)
+            self.drawn = False

@@ -287,18 +287,42 @@ def _error_types(text: str) -> list[str]:
     return types
 
 
+DESCRIPTION = """\
+Re-produce the input records of failed requests, unchanged. Reads the errors topic (--since,
+--until; read_committed), keeps the error records of the wanted types (--error-type; by default
+the retriable ones: timeout, rate_limit, connection, crash), follows their lineage headers back to
+the input records and produces each again to the same partition of the input topic: the same key,
+value and headers, plus replay-of (the original record, <topic>/<partition>/<offset>) and
+replay-count (1 on the first replay; a replay of a replay counts on). The service answers a replay
+like any other request.
+
+A request is replayed once however many error records name it, never more than --max-replays
+times in all, and not again when it already has a later replay, so running the command twice is
+safe. Inputs deleted by retention are reported as expired. Exits 0 when every failed request found
+was replayed (or already had been), 1 when some cannot be or Kafka did not acknowledge a replay, 2
+on usage and connection errors, 130 when interrupted.
+
+Example:
+  stream-service replay -b broker-1:9092 -t requests --since 2h --dry-run
+"""
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``replay`` subcommand."""
     parser = subparsers.add_parser(
         "replay",
         help="re-produce the input records of failed requests (timeouts, rate limits, ...)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=DESCRIPTION,
     )
     add_connection_arguments(parser)
-    parser.add_argument("--input-topic", help="where the failed requests were read and are replayed; "
-                        "default: topics.input")  # fmt: skip
-    parser.add_argument("--errors-topic", help="default: topics.errors")
+    parser.add_argument(
+        "-t",
+        "--input-topic",
+        metavar="TOPIC",
+        help="the requests topic the failed requests were read from and are replayed to "
+        "(default: topics.input)",
+    )
+    parser.add_argument("--errors-topic", metavar="TOPIC", help="the errors topic (default: topics.errors)")
     refused = "; ".join(f"{t}: {why}" for t, why in REFUSED_ERROR_TYPES.items())
     parser.add_argument(
         "--error-type",

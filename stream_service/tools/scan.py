@@ -14,7 +14,9 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from stream_service.clients import for_client
 from stream_service.errors import ToolError
+from stream_service.tools.progress import WorkMeter
 
 __all__ = ["Isolation", "ScanStats", "parse_time", "partition_bounds", "scan_topic", "topic_partitions"]
 
@@ -61,7 +63,7 @@ class ScanStats(msgspec.Struct, kw_only=True):
 async def topic_partitions(options: Mapping[str, Any], topic: str) -> list[int]:
     """The partition numbers of ``topic``; raises ToolError when it does not exist."""
     # The admin client, because a consumer's public API only learns partitions by subscribing.
-    admin = AIOKafkaAdminClient(**options)
+    admin = AIOKafkaAdminClient(**for_client("admin", options))
     await admin.start()
     try:
         (described,) = await admin.describe_topics([topic])
@@ -97,6 +99,7 @@ async def scan_topic(
     ranges: Mapping[int, tuple[int, int]] | None = None,
     idle_timeout_s: float = IDLE_TIMEOUT_S,
     isolation: Isolation = "read_uncommitted",
+    meter: WorkMeter | None = None,
 ) -> ScanStats:
     """Call ``on_record`` for every record of ``topic`` in bounds, in offset order per partition.
 
@@ -105,15 +108,19 @@ async def scan_topic(
     starts at the first record at or after that time, ``until_ms`` stops a partition at its
     first record after it. ``ranges`` (partition -> [start, end)) replaces the other bounds.
     Reads outside any consumer group: nothing is committed. With ``isolation="read_committed"``
-    only records of committed transactions are read, up to the last stable offset.
+    only records of committed transactions are read, up to the last stable offset. A ``meter``
+    is told the offsets in bounds, then the records read as they come.
     """
     consumer = AIOKafkaConsumer(
-        **options,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=_MAX_POLL_RECORDS,
-        isolation_level=isolation,
+        **for_client(
+            "consumer",
+            options,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=_MAX_POLL_RECORDS,
+            isolation_level=isolation,
+        )
     )
     await consumer.start()
     try:
@@ -139,7 +146,12 @@ async def scan_topic(
         pending = {tp for tp in tps if start[tp] < stop[tp]}
         for tp in pending:
             consumer.seek(tp, start[tp])
-        await _drain(consumer, pending, stop, until_ms, on_record, stats, idle_timeout_s)
+        in_bounds = sum(stop[tp] - start[tp] for tp in pending)
+        if meter is not None:
+            meter.expect(in_bounds)
+        await _drain(consumer, pending, stop, until_ms, on_record, stats, idle_timeout_s, meter)
+        if meter is not None and stats.complete:
+            meter.advance(in_bounds - stats.records)  # offset gaps, and what --until left out
         return stats
     finally:
         await consumer.stop()
@@ -153,6 +165,7 @@ async def _drain(
     on_record: Callable[[Any], None],
     stats: ScanStats,
     idle_timeout_s: float,
+    meter: WorkMeter | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     last_progress = loop.time()
@@ -174,6 +187,8 @@ async def _drain(
                 on_record(record)
             if records:
                 last_progress = loop.time()
+                if meter is not None:
+                    meter.advance(len(records))
         # Offsets may have gaps (transaction markers, compaction): the position, not the last
         # record, tells whether a partition reached its end.
         for tp in list(pending):

@@ -19,6 +19,15 @@ from stream_service.config_cli import add_config_arguments, flags_from_args
 from stream_service.errors import ConfigError
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+DESCRIPTION = """\
+Print the effective configuration: defaults, then the config file, the environment and the flags,
+a later source winning. Each setting that is not at its default carries a comment naming where it
+came from; secrets print as "***". The TOML output is accepted back by --config; --json prints
+JSON instead. An invalid configuration exits 2 with one line naming the setting and its source.
+
+Example:
+  STREAM_SERVICE_BATCH__MAX_SIZE=1024 stream-service config --input-topic prompts
+"""
 
 
 def _key(name: str) -> str:
@@ -86,9 +95,7 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``config`` subcommand to a ``stream-service`` command line."""
     parser = subparsers.add_parser(
-        "config",
-        help="print the effective configuration (secrets redacted)",
-        description=__doc__.splitlines()[0] if __doc__ else None,
+        "config", help="print the effective configuration (secrets redacted)", description=DESCRIPTION
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of TOML")
     add_config_arguments(parser)

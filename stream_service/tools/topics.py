@@ -26,7 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
-from stream_service.clients import tools_options
+from stream_service.clients import for_client, tools_options
 from stream_service.errors import ConfigError, ToolError
 from stream_service.exit_codes import ExitCode
 from stream_service.settings import Config
@@ -155,7 +155,7 @@ async def ensure_topics(
     options: Mapping[str, Any], specs: Sequence[TopicSpec], *, create: bool
 ) -> list[Finding]:
     """Check every topic against its spec; with ``create``, first make the missing ones."""
-    admin = AIOKafkaAdminClient(**options)
+    admin = AIOKafkaAdminClient(**for_client("admin", options))
     await admin.start()
     try:
         state = await _describe(admin, specs)
@@ -210,49 +210,83 @@ def render(findings: Sequence[Finding]) -> str:
     return "\n".join(lines) + f"\n{verdict}\n"
 
 
+DESCRIPTION = """\
+Make and verify the service's three topics. The service never relies on topic auto-creation and
+refuses to start when a topic is missing, so the topics come first. 'create' makes the missing
+ones and checks the existing ones (it never alters a topic); 'check' only checks. Both compare
+each topic with the plan: partition count, replication factor, min.insync.replicas, and
+retention.ms of the errors topic. Exits 0 when every topic is as planned, 1 when one is missing
+or differs, 2 when Kafka cannot be reached or a flag is wrong.
+"""
+CREATE_DESCRIPTION = """\
+Create the missing topics (input, results, errors), then check all three against the plan. An
+existing topic is never altered: a difference is reported (exit 1), not fixed.
+
+Example:
+  stream-service topics create -b broker-1:9092 --partitions 8 --replication-factor 3
+"""
+CHECK_DESCRIPTION = """\
+Check that the three topics exist as planned (partitions, replication factor,
+min.insync.replicas, errors retention); exit 1, naming each difference, when they do not.
+
+Example:
+  stream-service topics check -b broker-1:9092 --partitions 8
+"""
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``topics create`` and ``topics check``."""
     parser = subparsers.add_parser(
-        "topics",
-        help="create or check the input, results and errors topics",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "topics", help="create or check the input, results and errors topics", description=DESCRIPTION
     )
-    sub = parser.add_subparsers(dest="topics_command", required=True, metavar="{create,check}")
-    for name, text in (
-        ("create", "create the missing topics, then check all three (never alters an existing one)"),
-        ("check", "check that the three topics exist as planned (exit 1 when not)"),
+    sub = parser.add_subparsers(dest="topics_command", required=True, title="commands", metavar="COMMAND")
+    for name, text, description in (
+        (
+            "create",
+            "create the missing topics, then check all three (never alters an existing one)",
+            CREATE_DESCRIPTION,
+        ),
+        ("check", "check that the three topics exist as planned (exit 1 when not)", CHECK_DESCRIPTION),
     ):
-        cmd = sub.add_parser(name, help=text, description=text)
+        cmd = sub.add_parser(name, help=text, description=description)
         add_connection_arguments(cmd)
-        cmd.add_argument("--input-topic", help="default: topics.input")
-        cmd.add_argument("--results-topic", help="default: topics.results")
-        cmd.add_argument("--errors-topic", help="default: topics.errors")
+        cmd.add_argument("--input-topic", metavar="TOPIC", help="the requests topic (default: topics.input)")
+        cmd.add_argument(
+            "--results-topic", metavar="TOPIC", help="the results topic (default: topics.results)"
+        )
+        cmd.add_argument("--errors-topic", metavar="TOPIC", help="the errors topic (default: topics.errors)")
         cmd.add_argument(
             "--partitions",
             type=int,
             default=DEFAULT_PARTITIONS,
-            help=f"input partitions, the most replicas that share the work (default {DEFAULT_PARTITIONS})",
+            metavar="N",
+            help="input partitions, the most replicas that share the work",
         )
         cmd.add_argument(
-            "--output-partitions", type=int, help="results and errors partitions (default: --partitions)"
+            "--output-partitions",
+            type=int,
+            metavar="N",
+            help="results and errors partitions (default: --partitions)",
         )
         cmd.add_argument(
             "--replication-factor",
             type=int,
             default=DEFAULT_REPLICATION_FACTOR,
-            help="default 3 (1 for one broker)",
+            metavar="N",
+            help="replicas of each partition (1 for a single broker)",
         )
         cmd.add_argument(
             "--min-insync-replicas",
             type=int,
+            metavar="N",
             help="min.insync.replicas (default: replication factor - 1, at least 1)",
         )
         cmd.add_argument(
             "--errors-retention-days",
             type=float,
             default=DEFAULT_ERRORS_RETENTION_DAYS,
-            help=f"retention.ms of the errors topic, in days (default {DEFAULT_ERRORS_RETENTION_DAYS:g})",
+            metavar="DAYS",
+            help="retention.ms of the errors topic, in days",
         )
         cmd.set_defaults(handler=run)
 

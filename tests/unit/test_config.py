@@ -240,8 +240,8 @@ def test_bad_value_from_environment_names_variable() -> None:
             id="named flag",
         ),
         pytest.param(
-            ["--log-level=loud"],
-            "invalid setting observability.log_level = loud (from flag --log-level): "
+            ["--set", "observability.log_level=loud"],  # --log-level itself only takes its choices
+            "invalid setting observability.log_level = loud (from flag --set observability.log_level): "
             "expected one of debug, error, info, warning",
             id="literal",
         ),

@@ -142,6 +142,7 @@ async def test_failed_sends_are_retried_until_acknowledged(fail: str, exc: type[
 async def test_failed_sends_and_producer_replacements_are_counted() -> None:
     """Each failed send counts in publish_failures_total; a fatal producer error renews the producer
     and counts in producer_replacements_total."""
+
     class StoppableProducer(FakeProducer):
         stopped = False
 

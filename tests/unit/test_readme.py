@@ -152,3 +152,28 @@ def test_readme_metric_names_are_exposed() -> None:
     exposition = generate_latest(metrics.registry).decode()
     missing = [name for name in names if f"\nstream_service_{name}" not in exposition]
     assert not missing, f"README.md names metrics the service does not expose: {missing}"
+
+
+def test_command_line_section_lists_every_command_and_each_help_works(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every command (nested ones too) is in the Command line table with an example, and its --help runs."""
+    from stream_service.cli import main
+    from stream_service.cli_format import iter_parsers
+
+    text = section("Command line")
+    listed = re.findall(r"^\| `stream-service ([a-z ]+)` \|", text, re.MULTILINE)
+    leaves = {
+        path
+        for path, parser in iter_parsers(build_parser())
+        if path and not any(isinstance(a, argparse._SubParsersAction) for a in parser._actions)
+    }
+    assert set(listed) == leaves, f"list these commands in README.md's Command line: {leaves - set(listed)}"
+    examples = [argv[1:] for argv in shell_commands(text) if argv[0] == "stream-service"]
+    for command in listed:
+        words = command.split()
+        assert any(argv[: len(words)] == words for argv in examples), f"no example of {command}"
+        with pytest.raises(SystemExit) as exit_info:
+            main([*words, "--help"])
+        assert exit_info.value.code == 0
+        assert f"usage: stream-service {command}" in capsys.readouterr().out

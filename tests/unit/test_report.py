@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import struct
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -12,7 +15,9 @@ import pytest
 from stream_service.errors import ToolError
 from stream_service.messages import ErrorRecord, Result
 from stream_service.tools import report
-from stream_service.tools.report import analyse, percentile, render_text
+from stream_service.tools.latency_plot import BAR, format_seconds, render_plot
+from stream_service.tools.report import ReportBuilder, analyse, percentile, render_text
+from stream_service.tools.report_stats import TopCounts
 from stream_service.tools.scan import parse_time
 
 
@@ -192,3 +197,111 @@ def test_parse_time_rejects_garbage() -> None:
     """An unreadable time bound is a ToolError that shows the accepted forms."""
     with pytest.raises(ToolError, match="ISO 8601"):
         parse_time("yesterday")
+
+
+# ------------------------------------------------------------------------------------ streaming
+
+
+def test_builder_keeps_no_record(tmp_path: Path) -> None:
+    """20,000 results with 10 KB of content each are summarised in well under their 200 MB."""
+    import tracemalloc
+
+    def results() -> Iterator[Result]:
+        for i in range(20_000):
+            yield _result(0.001 * (i % 100 + 1), "p", [0.5] * 8, cached=i % 7 == 0)
+
+    content = "x" * 10_000
+    builder = ReportBuilder(exact_limit=0)
+    tracemalloc.start()
+    try:
+        for record in results():
+            builder.add(msgspec.structs.replace(record, content=content + str(record.processing_time)))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000_000, f"peak {peak} bytes: records are being kept"
+    report_ = builder.report()
+    assert report_.overview.successful == 20_000 and not report_.performance.percentiles_exact
+    assert "percentiles within 0.5%" in render_text(report_)
+
+
+def test_builder_gives_the_figures_of_analyse() -> None:
+    """Adding outputs one at a time gives exactly what analyse() gives for the list."""
+    builder = ReportBuilder()
+    for record in KNOWN:
+        builder.add(record)
+    assert builder.report(wall_seconds=2.0) == analyse(KNOWN, wall_seconds=2.0)
+
+
+def test_top_counts_are_exact_until_full_then_lower_bounds() -> None:
+    """Under capacity counts are exact; past it a frequent message survives with a bounded undercount."""
+    top = TopCounts(capacity=3)
+    for key in ["a", "b", "a", "c", "a"]:
+        top.add(key)
+    assert top.most_common(2) == [("a", 3), ("b", 1)] and top.undercount == 0
+    for i in range(50):
+        top.add("hot")
+        top.add(f"rare-{i}")
+    (hot, count), *_ = top.most_common(1)
+    assert hot == "hot" and 50 - top.undercount <= count <= 50
+
+
+def test_many_distinct_messages_are_marked_as_lower_bounds() -> None:
+    """When messages overflow the summary, the JSON says so and the text heading says 'at least'."""
+    records = [_error("validation", f"bad field $.x{i}") for i in range(1_500)]
+    report_ = analyse(records)
+    assert not report_.errors.messages_exact
+    assert "most common messages (at least):" in render_text(report_)
+    assert "messages_exact" not in msgspec.json.encode(analyse(KNOWN)).decode()  # unchanged output
+
+
+# ------------------------------------------------------------------------------------------ plot
+
+
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """The chunks of a PNG file, each CRC checked."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG signature"
+    chunks, pos = [], 8
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        assert zlib.crc32(kind + body) == crc, f"bad CRC in {kind!r}"
+        chunks.append((kind, body))
+        pos += 12 + length
+    return chunks
+
+
+def test_cli_plot_writes_a_valid_png(tmp_path: Path) -> None:
+    """report --plot writes an 800x400 RGB PNG whose chunks and pixel data are well formed."""
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b"\n".join(msgspec.json.encode(_result(0.001 * (i + 1), "p")) for i in range(500)))
+    plot = tmp_path / "latency.png"
+    args = _parser().parse_args(["report", "--file", str(path), "--plot", str(plot)])
+    assert args.handler(args) == 0
+    chunks = _png_chunks(plot.read_bytes())
+    assert [kind for kind, _ in chunks] == [b"IHDR", b"IDAT", b"IEND"]
+    width, height, depth, color_type = struct.unpack(">IIBB", chunks[0][1][:10])
+    assert (width, height, depth, color_type) == (800, 400, 8, 2)
+    pixels = zlib.decompress(chunks[1][1])
+    assert len(pixels) == height * (1 + width * 3)
+    assert bytes(BAR) in pixels  # the bars are drawn
+
+
+def test_plot_of_no_results_is_still_a_picture() -> None:
+    """With no successful results the plot says so instead of failing."""
+    data = render_plot(ReportBuilder().latency, width=200, height=100)
+    assert struct.unpack(">II", _png_chunks(data)[0][1][:8]) == (200, 100)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        pytest.param(0.0183, "18.3ms", id="milliseconds"),
+        pytest.param(2.5, "2.5s", id="seconds"),
+        pytest.param(4e-5, "40us", id="microseconds"),
+    ],
+)
+def test_plot_labels_read_like_durations(seconds: float, text: str) -> None:
+    """Axis and legend labels are short durations with a unit."""
+    assert format_seconds(seconds) == text
