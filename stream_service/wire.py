@@ -12,8 +12,12 @@ Output records (results and errors) carry::
     content-type      application/json | application/msgpack   always
     request-id        the request's id                     when the input had a valid id
     tenant            the request's tenant                 when known
+    traceparent       W3C trace context of the request span   with tracing.enabled
+    tracestate        W3C vendor trace state                  with tracing.enabled, when not empty
 
-Input records may carry ``content-type`` (else ``delivery.encoding`` is assumed).
+Input records may carry ``content-type`` (else ``delivery.encoding`` is assumed) and, read only
+with ``tracing.enabled``, ``traceparent``/``tracestate`` (W3C Trace Context), whose trace the
+request span continues.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ SOURCE_OFFSET: Final = "source-offset"
 CONTENT_TYPE: Final = "content-type"
 REQUEST_ID: Final = "request-id"
 TENANT: Final = "tenant"
+TRACEPARENT: Final = "traceparent"
+TRACESTATE: Final = "tracestate"
 
 JSON: Final = "application/json"
 MSGPACK: Final = "application/msgpack"
