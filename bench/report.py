@@ -20,6 +20,7 @@ from bench.results import (
     PROCESS,
     RAW,
     SERVICE,
+    TRACING,
     W1,
     W2,
     W3,
@@ -42,6 +43,7 @@ _VARIANT_NAMES = {
     AUDIT: "stream_service, audit_requests=true",
     NO_METRICS: "stream_service, metrics=false",
     CACHE: "stream_service, cache.enabled=true",
+    TRACING: "stream_service, tracing.enabled=true",
 }
 
 
@@ -182,7 +184,7 @@ def render(suite: Suite) -> str:
 
 def _ran(suite: Suite, workload: str) -> bool:
     if workload == "overheads":
-        return any(v in suite.variants(W1) for v in (AUDIT, NO_METRICS, CACHE))
+        return any(v in suite.variants(W1) for v in (AUDIT, NO_METRICS, CACHE, TRACING))
     return bool(suite.variants(workload))
 
 
@@ -261,7 +263,7 @@ def _w1(suite: Suite) -> list[str]:
 def _overheads(suite: Suite) -> list[str]:
     base = suite.median(W1, SERVICE, "msg_s")
     rows = []
-    for variant in (SERVICE, AUDIT, NO_METRICS, CACHE):
+    for variant in (SERVICE, AUDIT, NO_METRICS, CACHE, TRACING):
         if variant not in suite.variants(W1):
             continue
         med = suite.median(W1, variant, "msg_s")

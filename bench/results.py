@@ -27,6 +27,7 @@ SERVICE = "service"
 AUDIT = "service+audit"
 NO_METRICS = "service-metrics"
 CACHE = "service+cache"
+TRACING = "service+tracing"
 ASYNC = "async"
 PROCESS = "process"
 

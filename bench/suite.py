@@ -25,6 +25,7 @@ from bench.results import (
     PROCESS,
     RAW,
     SERVICE,
+    TRACING,
     W1,
     W2,
     W3,
@@ -71,6 +72,9 @@ W1_SETTINGS: dict[str, Mapping[str, object]] = {
     AUDIT: {**ECHO, "observability.audit_requests": True},
     NO_METRICS: {**ECHO, "observability.metrics": False},
     CACHE: {**ECHO, "cache.enabled": True},
+    # Every request sampled (the SDK's default sampler), exported over OTLP to the collector at
+    # OTEL_EXPORTER_OTLP_ENDPOINT (default localhost:4318; see the README).
+    TRACING: {**ECHO, "tracing.enabled": True},
 }
 
 
@@ -78,7 +82,7 @@ def w1_variants(selected: set[str]) -> list[str]:
     """W1's variants for the selection: (a) and (b), plus the overhead toggles when asked for."""
     variants = [RAW, SERVICE] if W1 in selected else []
     if OVERHEADS in selected:
-        variants += [v for v in (SERVICE, AUDIT, NO_METRICS, CACHE) if v not in variants]
+        variants += [v for v in (SERVICE, AUDIT, NO_METRICS, CACHE, TRACING) if v not in variants]
     return variants
 
 

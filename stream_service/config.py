@@ -6,7 +6,13 @@ The http processor's settings also fall back on conventional variables when no s
 gives them (:func:`_resolve_http`): ``api_key`` on ``api_key_file``, then ``$api_key_env``, then
 ``OPENAI_API_KEY``; ``base_url`` on ``OPENAI_BASE_URL``; ``proxy`` on ``HTTPS_PROXY`` /
 ``HTTP_PROXY`` / ``ALL_PROXY`` unless ``NO_PROXY`` names the endpoint's host or it is a
-loopback address.
+loopback address. ``tracing.exporter`` falls back on ``OTEL_TRACES_EXPORTER``.
+
+One exception to "the only module": with ``tracing.enabled``, the OpenTelemetry SDK reads its
+standard ``OTEL_*`` variables itself (``OTEL_EXPORTER_OTLP_ENDPOINT`` and the exporter's other
+settings, ``OTEL_TRACES_SAMPLER``, ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``,
+``OTEL_BSP_*``, ``OTEL_PROPAGATORS``, ...). Those names do not start with ``STREAM_SERVICE_``, so
+the strict check of unknown ``STREAM_SERVICE_*`` variables never sees them.
 
 :func:`load_config` merges the sources, converts every provided value into its field's type
 with msgspec (text from the environment or ``--set`` non-strictly, JSON for tables), then
@@ -61,6 +67,7 @@ from stream_service.settings import (
     Setting,
     TenantLimit,
     TopicSettings,
+    TracingSettings,
     describe,
     is_secret,
     redact_tree,
@@ -89,6 +96,7 @@ __all__ = [
     "Setting",
     "TenantLimit",
     "TopicSettings",
+    "TracingSettings",
     "describe",
     "is_secret",
     "load_config",
@@ -111,6 +119,7 @@ _REMOVED = {
 }
 OPENAI_API_KEY_ENV = "OPENAI_API_KEY"
 OPENAI_BASE_URL_ENV = "OPENAI_BASE_URL"
+OTEL_TRACES_EXPORTER_ENV = "OTEL_TRACES_EXPORTER"
 _PROCESSOR_NAME = re.compile(r"resonance|http|echo|python:[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
@@ -317,6 +326,15 @@ def _resolve_api_key(environ: Mapping[str, str], values: dict[str, Any], sources
             return
 
 
+def _resolve_tracing(environ: Mapping[str, str], values: dict[str, Any], sources: dict[str, str]) -> None:
+    """tracing.exporter, when no source gave it: the standard ``OTEL_TRACES_EXPORTER`` (one name)."""
+    key = "tracing.exporter"
+    if key in values or not (raw := environ.get(OTEL_TRACES_EXPORTER_ENV, "").strip()):
+        return
+    values[key] = _convert(key, _Value(raw.lower(), f"env {OTEL_TRACES_EXPORTER_ENV}", True))
+    sources[key] = f"env {OTEL_TRACES_EXPORTER_ENV}"
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost" or host.endswith(".localhost"):
         return True
@@ -518,6 +536,7 @@ def load_config_with_sources(
     _normalise_client_options(values, sources, entry_sources)
     _check_env_names(environ, values)
     _resolve_http(environ, values, sources)
+    _resolve_tracing(environ, values, sources)
     nested: dict[str, Any] = {}
     for key, value in values.items():
         *parents, leaf = key.split(".")

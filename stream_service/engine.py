@@ -23,6 +23,7 @@ from aiokafka import TopicPartition
 
 from stream_service.observability.completion import CompletionReport
 from stream_service.observability.metrics import Metrics
+from stream_service.observability.tracing import NO_BATCH, BatchTrace, Tracing
 from stream_service.ownership import Ownership
 from stream_service.pipeline.admit import Admission
 from stream_service.pipeline.answer import Answers
@@ -58,6 +59,7 @@ class EngineParts:
     commits: CommitLoop
     report: CompletionReport
     metrics: Metrics
+    tracing: Tracing
     clock: Callable[[], float]
 
 
@@ -127,30 +129,37 @@ class Engine:
     async def _run_batch(self, items: list[WorkItem]) -> None:
         p = self._p
         started = p.clock()
-        outcomes = await p.executor.run([item.request for item in items])  # type: ignore[misc]
-        p.scheduler.processed(items)  # tenant slots bound processing, not publishing
-        p.report.executed(outcomes, p.sizer.record(len(items), p.clock() - started))
-        answers = p.coalescer
-        records: list[OutRecord] = []
-        for item, outcome in zip(items, outcomes, strict=True):
-            records.append(p.answers.outcome(item, outcome))
-            for follower in answers.resolve(item, outcome):
-                records.append(answers.answer(follower, outcome))
-        await p.publisher.publish(records, lambda acked: self._complete(acked, p.clock() - started))
+        with p.tracing.batch(items, per_request=p.executor.request_contexts) as trace:
+            requests = [item.request for item in items]
+            outcomes = await p.executor.run(requests, trace.contexts)  # type: ignore[arg-type]
+            p.scheduler.processed(items)  # tenant slots bound processing, not publishing
+            p.report.executed(outcomes, p.sizer.record(len(items), p.clock() - started))
+            answers = p.coalescer
+            records: list[OutRecord] = []
+            for item, outcome in zip(items, outcomes, strict=True):
+                records.append(p.answers.outcome(item, outcome))
+                for follower in answers.resolve(item, outcome):
+                    records.append(answers.answer(follower, outcome))
+            await p.publisher.publish(
+                records, lambda acked: self._complete(acked, p.clock() - started, trace)
+            )
 
     async def _publish_answered(self, answered: Answered) -> None:
         await self._p.publisher.publish(
             [rec for _, rec in answered], lambda acked: self._complete(acked, None)
         )
 
-    def _complete(self, records: Sequence[OutRecord], batch_latency_s: float | None) -> None:
-        """``records`` are acknowledged (or, exactly once, discarded): account, report, open key
-        gates, maybe commit. Called per group of acknowledgements, so an output waiting for an
-        earlier one never holds its neighbours' key gates."""
+    def _complete(
+        self, records: Sequence[OutRecord], batch_latency_s: float | None, trace: BatchTrace = NO_BATCH
+    ) -> None:
+        """``records`` are acknowledged (or, exactly once, discarded): account, report, end their
+        request spans, open key gates, maybe commit. Called per group of acknowledgements, so an
+        output waiting for an earlier one never holds its neighbours' key gates."""
         p = self._p
         items = [rec.item for rec in records]
         p.ledger.finished(items)
-        p.report.completed(items, records, batch_latency_s=batch_latency_s)
+        p.report.completed(items, records, batch_latency_s=batch_latency_s, trace=trace.ids)
+        p.tracing.finished(records)
         released: list[WorkItem] = []
         for item in items:
             if item.gated:

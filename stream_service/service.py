@@ -178,6 +178,7 @@ class Service:
             steps.insert(1, functools.partial(close_producer, parts.producer))
         if parts.ops is not None:
             steps.append(parts.ops.close)
+        steps.append(parts.tracing.aclose)  # exports the last spans (a no-op with tracing off)
         for step in steps:
             try:
                 async with asyncio.timeout(CLOSE_STEP_TIMEOUT_S):

@@ -271,6 +271,18 @@ class DeliverySettings(_Section, frozen=True, kw_only=True, forbid_unknown_field
     transaction_max_records: PositiveInt = 10_000
 
 
+class TracingSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """OpenTelemetry tracing across Kafka (the ``stream-service[otel]`` extra); off by default.
+
+    The SDK reads its standard ``OTEL_*`` variables itself (endpoint, headers, sampler, batch
+    export limits, resource attributes); ``exporter`` falls back on ``OTEL_TRACES_EXPORTER``."""
+
+    enabled: bool = False
+    # Unset: OTEL_SERVICE_NAME (or service.name in OTEL_RESOURCE_ATTRIBUTES), else "stream-service".
+    service_name: str | None = None
+    exporter: Literal["otlp", "console", "none"] = "otlp"
+
+
 class Config(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The whole, validated configuration of one service instance."""
 
@@ -286,6 +298,7 @@ class Config(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     observability: ObservabilitySettings = ObservabilitySettings()
     runtime: RuntimeSettings = RuntimeSettings()
     delivery: DeliverySettings = DeliverySettings()
+    tracing: TracingSettings = TracingSettings()
 
 
 # ------------------------------------------------------------------------------------------- catalogue

@@ -12,10 +12,13 @@ Output records (results and errors) carry::
     content-type      application/json | application/msgpack   always
     request-id        the request's id                     when the input had a valid id
     tenant            the request's tenant                 when known
+    traceparent       W3C trace context of the request span   with tracing.enabled
+    tracestate        W3C vendor trace state                  with tracing.enabled, when not empty
 
-Input records may carry ``content-type`` (else ``delivery.encoding`` is assumed). Input records
-that ``stream-service replay`` re-produced also carry (the service ignores both, and its outputs
-carry only the lineage above, of the re-produced record)::
+Input records may carry ``content-type`` (else ``delivery.encoding`` is assumed) and, read only
+with ``tracing.enabled``, ``traceparent``/``tracestate`` (W3C Trace Context), whose trace the
+request span continues. Input records that ``stream-service replay`` re-produced also carry (the
+service ignores both, and its outputs carry only the lineage above, of the re-produced record)::
 
     replay-of         <topic>/<partition>/<offset> of the request's first record   on replays
     replay-count      replays of that request so far, decimal: 1, 2, ...            on replays
@@ -37,6 +40,8 @@ REPLAY_OF: Final = "replay-of"
 """On a replayed input: ``<topic>/<partition>/<offset>`` of the request's original record."""
 REPLAY_COUNT: Final = "replay-count"
 """On a replayed input: how many times the request has been replayed (1 on the first replay)."""
+TRACEPARENT: Final = "traceparent"
+TRACESTATE: Final = "tracestate"
 
 JSON: Final = "application/json"
 MSGPACK: Final = "application/msgpack"

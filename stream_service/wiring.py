@@ -22,6 +22,7 @@ from stream_service.observability import audit
 from stream_service.observability.completion import CompletionReport
 from stream_service.observability.endpoints import OpsServer, Readiness
 from stream_service.observability.metrics import Metrics
+from stream_service.observability.tracing import Tracing, build_tracing
 from stream_service.pipeline.admit import Admission
 from stream_service.pipeline.answer import Answers
 from stream_service.pipeline.batch import BatchPolicy, BatchSizer
@@ -58,12 +59,16 @@ def build_engine(
     start_transactional: StartProducer | None = None,
     close_producer: Callable[[Any], Awaitable[None]] = clients.close_producer,
     clock: Callable[[], float] = time.monotonic,
+    tracing: Tracing | None = None,
 ) -> Engine:
     """The engine for ``config``, around the given clients, executor and decoder.
 
     At least once, outputs go through ``producer``; exactly once, through one transactional
     producer per input partition made by ``start_transactional`` (transactional id -> started
-    producer), and ``producer`` is not used."""
+    producer), and ``producer`` is not used. ``tracing`` defaults to the one ``config.tracing``
+    describes (tests pass one with an in-memory exporter)."""
+    if tracing is None:
+        tracing = _tracing(config)
     log = structlog.get_logger("stream_service.engine")
     ledger = Ledger(
         ordered=config.executor.ordering != "unordered",
@@ -87,6 +92,7 @@ def build_engine(
         answers,
         ordering=config.executor.ordering,
         queued_of=scheduler.queued,
+        tracing=tracing,
     )
     delivery = config.delivery
     publisher: Outlet
@@ -162,9 +168,14 @@ def build_engine(
             metrics, log, results_topic=config.topics.results, errors_topic=config.topics.errors
         ),
         metrics=metrics,
+        tracing=tracing,
         clock=clock,
     )
     return Engine(parts)
+
+
+def _tracing(config: Config) -> Tracing:
+    return build_tracing(config.tracing, input_topic=config.topics.input, group_id=config.topics.group_id)
 
 
 def _committed_transaction(metrics: Metrics) -> None:
@@ -186,6 +197,7 @@ class ServiceParts:
     metrics: Metrics
     engine: Engine
     ops: OpsServer | None
+    tracing: Tracing
 
     @property
     def producer(self) -> Any | None:
@@ -201,8 +213,10 @@ class ServiceParts:
 
 def build_service(config: Config, readiness: Readiness) -> ServiceParts:
     """Build a service instance from ``config``. Raises ``PluginError``/``ConfigError`` when the
-    processor cannot be loaded; connects to nothing yet."""
-    spec = ProcessorSpec.from_settings(config.processor)
+    processor cannot be loaded, or tracing is on without its extra; connects to nothing yet."""
+    tracing = _tracing(config)
+    tracing.make_global()
+    spec = ProcessorSpec.from_settings(config.processor, trace_requests=tracing.enabled)
     processor = load_processor(spec)
     metrics = Metrics(
         enabled=config.observability.metrics,
@@ -241,6 +255,7 @@ def build_service(config: Config, readiness: Readiness) -> ServiceParts:
         metrics=metrics,
         cache=cache,
         renew_producer=functools.partial(clients.start_producer, config),
+        tracing=tracing,
     )
     obs = config.observability
     ops = (
@@ -248,7 +263,7 @@ def build_service(config: Config, readiness: Readiness) -> ServiceParts:
         if obs.metrics_port is not None
         else None
     )
-    return ServiceParts(consumer, executor, metrics, engine, ops)
+    return ServiceParts(consumer, executor, metrics, engine, ops, tracing)
 
 
 def build_executor(

@@ -28,6 +28,7 @@ from stream_service.config import (
 from stream_service.errors import UpstreamUnavailable
 from stream_service.messages import ErrorRecord, Request, Result
 from stream_service.observability.metrics import Metrics
+from stream_service.observability.tracing import Tracing
 from stream_service.pipeline.decode import RequestDecoder
 from stream_service.pipeline.execute import AsyncExecutor
 from stream_service.pipeline.rebalance import RebalanceListener
@@ -123,8 +124,10 @@ class Harness:
         metrics: bool = True,
         processor: Any = None,
         producer: FakeProducer | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
-        """``processor`` replaces the scripted FakeProcessor (a LoadedProcessor, say)."""
+        """``processor`` replaces the scripted FakeProcessor (a LoadedProcessor, say); ``tracing``
+        the one ``cfg.tracing`` describes (an OtelTracing with an in-memory exporter, say)."""
         self.config = cfg
         self.script = Script(seed)
         self.processor = processor if processor is not None else FakeProcessor(self.script)
@@ -156,6 +159,7 @@ class Harness:
             cache=cache,
             start_transactional=self.coordinator.start_producer,
             close_producer=_stop,
+            tracing=tracing,
         )
         self.listener = RebalanceListener(self.engine, cfg.delivery.drain_timeout_s)
         self.ledger = self.engine.ledger

@@ -116,11 +116,14 @@ def batch_completed(
     tenants: Mapping[str, int] | Collection[str],
     outcomes: Mapping[str, int],
     latency_s: float,
+    trace_id: str | None = None,
+    span_id: str | None = None,
 ) -> None:
     """Log ``batch.completed``: one line per batch.
 
     ``tenants`` is either tenant -> request count (the busiest are listed) or a collection of
-    tenant names; ``outcomes`` is outcome -> count (``success``, ``error``, ``cached``).
+    tenant names; ``outcomes`` is outcome -> count (``success``, ``error``, ``cached``);
+    ``trace_id``/``span_id`` (with tracing on) are the batch span's.
     """
     listed: dict[str, int] | list[str]
     if isinstance(tenants, Mapping):
@@ -140,6 +143,7 @@ def batch_completed(
         tenant_count=tenant_count,
         outcomes=dict(outcomes),
         latency_s=round(latency_s, 6),
+        **_trace(trace_id, span_id),
     )
 
 
@@ -154,8 +158,11 @@ def request_failed(
     topic: str,
     partition: int,
     offset: int,
+    trace_id: str | None = None,
+    span_id: str | None = None,
 ) -> None:
-    """Log ``request.failed``: one line per request that became an ErrorRecord."""
+    """Log ``request.failed``: one line per request that became an ErrorRecord (with tracing on,
+    with the ids of the request's span)."""
     log.warning(
         "request.failed",
         request_id=request_id,
@@ -166,6 +173,7 @@ def request_failed(
         topic=topic,
         partition=partition,
         offset=offset,
+        **_trace(trace_id, span_id),
     )
 
 
@@ -183,6 +191,8 @@ def request_completed(
     latency_s: float | None = None,
     attempts: int = 1,
     cached: bool = False,
+    trace_id: str | None = None,
+    span_id: str | None = None,
 ) -> None:
     """Log ``request.completed`` with fingerprints of the prompt and content (never the text).
 
@@ -193,6 +203,8 @@ def request_completed(
         "profile_name": profile_name,
         "content": fingerprint(content) if content is not None else None,
         "latency_s": round(latency_s, 6) if latency_s is not None else None,
+        "trace_id": trace_id,
+        "span_id": span_id,
     }
     log.info(
         "request.completed",
@@ -255,6 +267,13 @@ def _count(grouped: dict[str, list[int]] | list[int]) -> int:
     if isinstance(grouped, list):
         return len(grouped)
     return sum(len(numbers) for numbers in grouped.values())
+
+
+def _trace(trace_id: str | None, span_id: str | None) -> dict[str, str]:
+    """The span's ids for a line, when there is one (tracing on)."""
+    if trace_id is None or span_id is None:
+        return {}
+    return {"trace_id": trace_id, "span_id": span_id}
 
 
 def _truncate(text: str) -> str:

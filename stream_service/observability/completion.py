@@ -9,13 +9,14 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger
 
 from stream_service.observability import audit
 from stream_service.observability.metrics import Metrics
+from stream_service.observability.tracing import NO_IDS
 
 
 class _Partition(Protocol):
@@ -79,10 +80,15 @@ class CompletionReport:
         metrics.processing_seconds.observe_many([o.seconds for o in outcomes])
 
     def completed(
-        self, inputs: Sequence[_Input], outputs: Sequence[_Output], *, batch_latency_s: float | None
+        self,
+        inputs: Sequence[_Input],
+        outputs: Sequence[_Output],
+        *,
+        batch_latency_s: float | None,
+        trace: Mapping[str, str] = NO_IDS,
     ) -> None:
         """``outputs[i]`` (acknowledged) answers ``inputs[i]``; ``batch_latency_s`` is None for
-        inputs answered without running."""
+        inputs answered without running; ``trace`` holds the batch span's ids (tracing on)."""
         metrics = self._metrics
         now_ms = self._wall_clock() * 1000.0
         # One pass over the batch (this runs for every output): counts by (tenant, outcome) and
@@ -121,4 +127,5 @@ class CompletionReport:
                 tenants=tenants,
                 outcomes=by_outcome,
                 latency_s=batch_latency_s,
+                **trace,
             )

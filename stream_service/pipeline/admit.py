@@ -8,6 +8,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from stream_service.observability.tracing import NO_TRACING, Tracing
 from stream_service.pipeline.answer import Answers
 from stream_service.pipeline.decode import DecodeFailure, RequestDecoder
 from stream_service.pipeline.ledger import Ledger
@@ -35,7 +36,8 @@ class Admission:
     nothing. A header with a null value counts as absent. Records of partitions without state
     (fetched before a rebalance took them) are ignored: the next owner reads them again. A fetch
     whose offsets go backwards (the topic was recreated, or the position reset) calls ``reset``
-    for a fresh partition state first.
+    for a fresh partition state first. With tracing on, each item gets its request span, child
+    of the record's ``traceparent`` header (``tracing`` never raises for what a header holds).
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class Admission:
         *,
         ordering: Ordering,
         queued_of: Callable[[str], int],
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self._ledger = ledger
         self._decode = decoder.decode
@@ -54,6 +57,7 @@ class Admission:
         self._answers = answers
         self._ordering = ordering
         self._queued_of = queued_of
+        self._tracing = tracing if tracing.enabled else None  # off: not even a call per fetch
 
     def take(self, batch: Mapping[TopicPartition, Sequence[Any]], reset: Reset) -> list[WorkItem]:
         """Admit the records of one fetch; return the items ready now (answered or to run)."""
@@ -85,6 +89,10 @@ class Admission:
                 else:
                     item = WorkItem(state, rec.offset, key, rec.timestamp, size, decoded, None)
                 items.append(item)
+            if self._tracing is not None:
+                traces = self._tracing.start(tp.topic, tp.partition, records, items)
+                for item, trace in zip(items, traces, strict=True):
+                    item.trace = trace
             ledger.consumed(items)
             self._route(state, items, ready)
         return ready

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from structlog.typing import FilteringBoundLogger
@@ -9,6 +10,7 @@ from structlog.typing import FilteringBoundLogger
 from stream_service.messages import ErrorRecord, Result
 from stream_service.observability import audit
 from stream_service.observability.metrics import Metrics
+from stream_service.observability.tracing import NO_IDS
 from stream_service.pipeline.decode import DecodeFailure
 from stream_service.pipeline.encode import OutputEncoder, OutRecord
 from stream_service.pipeline.execute import Outcome
@@ -21,7 +23,8 @@ class Answers:
 
     Guarantees: a Result echoes the request's metadata (merged with the processor's extra
     metadata); an ErrorRecord carries the request's id, tenant and metadata; every failure gets
-    one ``request.failed`` audit line; prompts and content are never logged in clear.
+    one ``request.failed`` audit line; prompts and content are never logged in clear. With
+    tracing on, audit lines carry the request span's ``trace_id`` and ``span_id``.
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class Answers:
                 latency_s=seconds,
                 attempts=attempts,
                 cached=cached,
+                **_trace_ids(item),
             )
         return self.encoder.result(item, result)
 
@@ -80,6 +84,7 @@ class Answers:
             topic=item.state.topic,
             partition=item.state.partition,
             offset=item.offset,
+            **_trace_ids(item),
         )
         record = ErrorRecord(
             id=request.id,
@@ -104,6 +109,7 @@ class Answers:
             topic=item.state.topic,
             partition=item.state.partition,
             offset=item.offset,
+            **_trace_ids(item),
         )
         return self.encoder.error(item, failure.to_error_record())
 
@@ -125,3 +131,8 @@ class Answers:
             return self.result(item, outcome.output, attempts=0, seconds=0.0, cached=True)
         assert outcome.error is not None
         return self.error(item, outcome.error.error_type, str(outcome.error), 0, 0.0)
+
+
+def _trace_ids(item: WorkItem) -> Mapping[str, str]:
+    """The request span's ids for an audit line; none with tracing off."""
+    return NO_IDS if item.trace is None else item.trace.ids

@@ -63,7 +63,8 @@ class OutputEncoder:
 
     Every record carries ``source-topic``, ``source-partition``, ``source-offset`` and
     ``content-type``, plus ``request-id`` and ``tenant`` when known (:mod:`stream_service.wire`),
-    so any output can be traced to its input and every input proven answered.
+    so any output can be traced to its input and every input proven answered; with tracing on,
+    also ``traceparent`` (and ``tracestate``) of its input's request span.
 
     Guarantees: :meth:`result` and :meth:`error` never raise. A Result that cannot be encoded
     (a processor's content that is not valid Unicode, say) becomes an ``unknown`` ErrorRecord
@@ -102,12 +103,15 @@ class OutputEncoder:
         offset = (SOURCE_OFFSET, b"%d" % item.offset)
         if request_id is not None and tenant is not None:  # the common case, in one list display
             header = self._tenants.get(tenant) or self._tenant_header(tenant)
-            return [*prefix, offset, (REQUEST_ID, request_id.encode("utf-8", "surrogateescape")), header]
-        headers = [*prefix, offset]
-        if request_id is not None:
-            headers.append((REQUEST_ID, request_id.encode("utf-8", "surrogateescape")))
-        if tenant is not None:
-            headers.append(self._tenant_header(tenant))
+            headers = [*prefix, offset, (REQUEST_ID, request_id.encode("utf-8", "surrogateescape")), header]
+        else:
+            headers = [*prefix, offset]
+            if request_id is not None:
+                headers.append((REQUEST_ID, request_id.encode("utf-8", "surrogateescape")))
+            if tenant is not None:
+                headers.append(self._tenant_header(tenant))
+        if item.trace is not None:  # tracing on: the request span's traceparent (and tracestate)
+            headers += item.trace.headers
         return headers
 
     def _tenant_header(self, tenant: str) -> tuple[str, bytes]:

@@ -19,6 +19,7 @@ request that causes it keeps failing.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 import time
 from collections.abc import Sequence
@@ -30,6 +31,8 @@ from stream_service.processors.base import Output
 from stream_service.processors.loader import LoadedProcessor
 
 AttemptResult = Output | BaseException
+Contexts = Sequence[contextvars.Context] | None
+"""One context per request of a batch, to run it in (tracing's current span), or None."""
 
 ASYNC_BATCHES_IN_FLIGHT = 4  # batches sharing the async concurrency limit at once
 
@@ -53,7 +56,11 @@ class Executor:
     raises for a processor failure (only ``CancelledError`` passes through). Retriable errors
     are retried up to ``retry.max_attempts`` with jittered backoff. :meth:`free` tells the
     dispatcher how many more requests may start now; ``capacity_changed`` is set when a slot frees.
+    :attr:`request_contexts` says whether :meth:`run` runs each request in its own task, in the
+    context given for it (else the contexts are not used).
     """
+
+    request_contexts = False
 
     def __init__(self, retry: RetryPolicy, timeout_s: float, *, rng: random.Random | None = None) -> None:
         self.retry = retry
@@ -70,7 +77,7 @@ class Executor:
         return 1 << 30
 
     async def _attempt(
-        self, requests: Sequence[Request], *, isolate: bool, ticket: list[int]
+        self, requests: Sequence[Request], *, isolate: bool, ticket: list[int], contexts: Contexts = None
     ) -> list[AttemptResult]:
         """One attempt of every request. ``ticket[0]`` is the batch's still-held capacity; an
         executor may give slots back early (and decrement it) as requests finish."""
@@ -97,15 +104,16 @@ class Executor:
     def _slots(self, n: int) -> int:
         return n
 
-    async def run(self, requests: Sequence[Request]) -> list[Outcome]:
-        """Run a batch that was :meth:`acquire`-d; returns one outcome per request, in order."""
+    async def run(self, requests: Sequence[Request], contexts: Contexts = None) -> list[Outcome]:
+        """Run a batch that was :meth:`acquire`-d; returns one outcome per request, in order.
+        ``contexts`` (one per request) are the contexts to run them in, where each runs on its own."""
         ticket = [self._slots(len(requests))]
         try:
-            return await self._run(requests, ticket)
+            return await self._run(requests, ticket, contexts)
         finally:
             self._give_back(ticket, ticket[0])
 
-    async def _run(self, requests: Sequence[Request], ticket: list[int]) -> list[Outcome]:
+    async def _run(self, requests: Sequence[Request], ticket: list[int], contexts: Contexts) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(requests)
         seconds = [0.0] * len(requests)
         pending = list(range(len(requests)))
@@ -113,7 +121,12 @@ class Executor:
         isolate = False
         while pending:
             started = time.perf_counter()
-            results = await self._attempt([requests[i] for i in pending], isolate=isolate, ticket=ticket)
+            results = await self._attempt(
+                [requests[i] for i in pending],
+                isolate=isolate,
+                ticket=ticket,
+                contexts=None if contexts is None else [contexts[i] for i in pending],
+            )
             share = (time.perf_counter() - started) / len(pending)
             retry: list[int] = []
             hint: float | None = None
@@ -149,6 +162,7 @@ class AsyncExecutor(Executor):
         super().__init__(retry, timeout_s)
         self.processor = processor
         self.concurrency = concurrency
+        self.request_contexts = processor.is_async and not processor.is_batch
 
     def free(self) -> int:
         if not self.processor.is_async:
@@ -174,7 +188,7 @@ class AsyncExecutor(Executor):
             self._give_back(ticket, 1)
 
     async def _attempt(
-        self, requests: Sequence[Request], *, isolate: bool, ticket: list[int]
+        self, requests: Sequence[Request], *, isolate: bool, ticket: list[int], contexts: Contexts = None
     ) -> list[AttemptResult]:
         p = self.processor
         if not p.is_async:
@@ -193,7 +207,13 @@ class AsyncExecutor(Executor):
         # The attempt's own TaskGroup owns the per-request tasks (nested in the service's group):
         # a cancellation of the batch cancels them all; a late one is cancelled on its own.
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._one(r, ticket)) for r in requests]
+            if contexts is None:
+                tasks = [group.create_task(self._one(r, ticket)) for r in requests]
+            else:  # each request in its own context (tracing: its span is the current one)
+                tasks = [
+                    group.create_task(self._one(r, ticket), context=c)
+                    for r, c in zip(requests, contexts, strict=True)
+                ]
             _, late = await asyncio.wait(tasks, timeout=self.timeout_s)
             for task in late:
                 task.cancel()

@@ -11,7 +11,7 @@ from typing import Any
 
 from stream_service.errors import ProcessingTimeout, ProcessorFailed, WorkerCrashed
 from stream_service.messages import Request
-from stream_service.pipeline.execute import AttemptResult, Executor
+from stream_service.pipeline.execute import AttemptResult, Contexts, Executor
 from stream_service.pipeline.retry import RetryPolicy
 from stream_service.processors.loader import ProcessorSpec, worker_call, worker_init
 
@@ -68,7 +68,7 @@ class ProcessExecutor(Executor):
             self._cold[index] = False
 
     async def _attempt(
-        self, requests: Sequence[Request], *, isolate: bool, ticket: list[int]
+        self, requests: Sequence[Request], *, isolate: bool, ticket: list[int], contexts: Contexts = None
     ) -> list[AttemptResult]:
         if isolate and len(requests) > 1:
             results: list[AttemptResult] = []

@@ -10,7 +10,7 @@ from typing import Any
 
 from stream_service.errors import ConfigError, ProcessingTimeout
 from stream_service.messages import Request
-from stream_service.pipeline.execute import AttemptResult, Executor
+from stream_service.pipeline.execute import AttemptResult, Contexts, Executor
 from stream_service.pipeline.retry import RetryPolicy
 from stream_service.processors.loader import LoadedProcessor
 
@@ -50,7 +50,7 @@ class ThreadExecutor(Executor):
         return (1 << 30) if self._running + unspared < self.workers * 2 else 0
 
     async def _attempt(
-        self, requests: Sequence[Request], *, isolate: bool, ticket: list[int]
+        self, requests: Sequence[Request], *, isolate: bool, ticket: list[int], contexts: Contexts = None
     ) -> list[AttemptResult]:
         loop = asyncio.get_running_loop()
         ctx = contextvars.copy_context()  # a thread does not carry contextvars by itself

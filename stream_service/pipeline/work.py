@@ -10,6 +10,7 @@ from stream_service.pipeline.order import KeyGate
 
 if TYPE_CHECKING:
     from stream_service.messages import Request
+    from stream_service.observability.tracing import RequestTrace
     from stream_service.pipeline.decode import DecodeFailure
     from stream_service.pipeline.encode import OutRecord
 
@@ -64,6 +65,7 @@ class WorkItem:
         "running",
         "answer",
         "seq",
+        "trace",
     )
 
     def __init__(
@@ -91,3 +93,4 @@ class WorkItem:
         self.running = False  # left the queue: dispatched, or answered without running
         self.answer: OutRecord | None = None  # answered without running (bad input, over quota)
         self.seq = 0  # its rank among the records of its partition state, set by the ledger
+        self.trace: RequestTrace | None = None  # its request span, with tracing on (set by Admission)

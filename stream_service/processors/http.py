@@ -155,12 +155,15 @@ class ClientPool:
         self._busy = [0] * count
 
     @asynccontextmanager
-    async def stream(self, url: httpx.URL, body: bytes) -> AsyncIterator[httpx.Response]:
-        """POST ``body`` to ``url`` on the least loaded client; the response streams inside."""
+    async def stream(
+        self, url: httpx.URL, body: bytes, headers: dict[str, str] | None = None
+    ) -> AsyncIterator[httpx.Response]:
+        """POST ``body`` (with ``headers`` beside the client's) to ``url`` on the least loaded
+        client; the response streams inside."""
         index = min(range(len(self._busy)), key=lambda i: self._busy[i] - self.sizes[i])
         self._busy[index] += 1
         try:
-            async with self._clients[index].stream("POST", url, content=body) as response:
+            async with self._clients[index].stream("POST", url, content=body, headers=headers) as response:
                 yield response
         finally:
             self._busy[index] -= 1
@@ -187,7 +190,9 @@ class ChatCompletionsProcessor:
     config.py from the conventional variables) tunnels through a proxy. The environment is
     not read here (``trust_env=False``). An https endpoint is verified with ``ssl_context``
     (default: the system trust store, which honours ``SSL_CERT_FILE``). ``clock`` gives the
-    current time for ``Retry-After`` dates.
+    current time for ``Retry-After`` dates. With ``trace_requests`` (tracing on), each request
+    carries the current OpenTelemetry context (``traceparent``, ``tracestate``, as
+    ``OTEL_PROPAGATORS`` says): the engine makes the request's span the current one.
     """
 
     def __init__(
@@ -198,6 +203,7 @@ class ChatCompletionsProcessor:
         api_key: Secret | None = None,
         ssl_context: ssl.SSLContext | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        trace_requests: bool = False,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -227,6 +233,11 @@ class ChatCompletionsProcessor:
 
         self._clients = ClientPool(client, settings.max_connections)
         self._clock = clock
+        self._inject: Callable[[dict[str, str]], None] | None = None
+        if trace_requests:  # only then: nothing of OpenTelemetry is imported with tracing off
+            from opentelemetry.propagate import inject
+
+            self._inject = inject
 
     async def __call__(self, request: Request) -> Output:
         profile = self.registry.get_profile(request.profile_name)
@@ -242,9 +253,13 @@ class ChatCompletionsProcessor:
                 "temperature": settings.temperature,
             }
         )
+        trace_headers: dict[str, str] | None = None
+        if self._inject is not None:
+            trace_headers = {}
+            self._inject(trace_headers)
         with self._classified():
             async with asyncio.timeout(settings.timeout_s):
-                async with self._clients.stream(self._url, body) as response:
+                async with self._clients.stream(self._url, body, trace_headers) as response:
                     status, headers = response.status_code, response.headers
                     answer = await self._read(response)
         if 200 <= status < 300:

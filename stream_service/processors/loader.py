@@ -37,15 +37,17 @@ class ProcessorSpec(msgspec.Struct, frozen=True):
     profiles_dir: str | None = None
     http: HttpProcessorSettings = HttpProcessorSettings()
     options: dict[str, Any] = {}
+    trace_requests: bool = False  # tracing on: the http processor sends the current trace context
 
     @classmethod
-    def from_settings(cls, settings: ProcessorSettings) -> ProcessorSpec:
+    def from_settings(cls, settings: ProcessorSettings, *, trace_requests: bool = False) -> ProcessorSpec:
         return cls(
             name=settings.name,
             hrv=settings.hrv,
             profiles_dir=settings.profiles_dir,
             http=settings.http,
             options=dict(settings.options),
+            trace_requests=trace_requests,
         )
 
 
@@ -259,7 +261,12 @@ def _http_processor(spec: ProcessorSpec) -> object:
 
         # config.py resolved api_key, base_url and proxy from the files and variables (it alone reads them).
         api_key = Secret(spec.http.api_key) if spec.http.api_key else None
-        return ChatCompletionsProcessor(spec.http, ProfileRegistry(spec.profiles_dir), api_key=api_key)
+        return ChatCompletionsProcessor(
+            spec.http,
+            ProfileRegistry(spec.profiles_dir),
+            api_key=api_key,
+            trace_requests=spec.trace_requests,
+        )
     except ImportError as exc:  # httpx missing on import, h2 when the client is built
         detail = f"cannot import {exc.name}" if exc.name else str(exc).splitlines()[0]
         raise PluginError(

@@ -14,7 +14,20 @@ from bench.broker import Outputs, unique
 from bench.child import assigned_timestamp, raw_loop_argv, service_argv
 from bench.machine import cpu_model, kafka_version_from_jars
 from bench.plugins import sleep20
-from bench.results import AUDIT, CACHE, NO_METRICS, OVERHEADS, RAW, SERVICE, W1, W2, WORKLOADS, Run, Suite
+from bench.results import (
+    AUDIT,
+    CACHE,
+    NO_METRICS,
+    OVERHEADS,
+    RAW,
+    SERVICE,
+    TRACING,
+    W1,
+    W2,
+    WORKLOADS,
+    Run,
+    Suite,
+)
 from bench.runs import PROMPT_BYTES
 from bench.suite import DEFAULT_LATENCY_RATE, FULL, QUICK, latency_rate, w1_variants
 from stream_service.config import load_config
@@ -114,8 +127,8 @@ def test_generated_requests_are_about_300_bytes() -> None:
 def test_w1_variants_follow_the_selection() -> None:
     """W1 runs (a) and (b); overheads add the toggles, with (b) as their baseline either way."""
     assert w1_variants({W1}) == [RAW, SERVICE]
-    assert w1_variants({W1, OVERHEADS}) == [RAW, SERVICE, AUDIT, NO_METRICS, CACHE]
-    assert w1_variants({OVERHEADS}) == [SERVICE, AUDIT, NO_METRICS, CACHE]
+    assert w1_variants({W1, OVERHEADS}) == [RAW, SERVICE, AUDIT, NO_METRICS, CACHE, TRACING]
+    assert w1_variants({OVERHEADS}) == [SERVICE, AUDIT, NO_METRICS, CACHE, TRACING]
     assert w1_variants({W2}) == []
 
 

@@ -8,7 +8,9 @@ malformed outputs). For every example:
 - the engine never raises;
 - every input gets exactly one output, and it validates against ``schemas/``;
 - committed offsets only advance, and reach the end of every partition;
-- with ``ordering = key`` (or ``partition``), the outputs of a key (or partition) follow offset order.
+- with ``ordering = key`` (or ``partition``), the outputs of a key (or partition) follow offset order;
+- with tracing on (half the examples), whatever ``traceparent``/``tracestate`` headers hold: every
+  input's request span ends, and its output carries that span's ``traceparent``.
 
 The number of examples comes from the hypothesis profile: ``ci`` (the default) or ``nightly``
 (``HYPOTHESIS_PROFILE=nightly``, see ``tests/conftest.py`` and the README).
@@ -33,12 +35,14 @@ from stream_service.config import (
     DeliverySettings,
     ExecutorSettings,
     RetrySettings,
+    TracingSettings,
 )
 from stream_service.processors.cache import ResultCache
 from stream_service.processors.loader import ProcessorSpec, load_processor
 from tests.engine_kit import TP0, TP1, Harness, config, running
 from tests.fakes import FakeProducer
 from tests.fixtures import chaos
+from tests.otel_kit import TRACEPARENT, Spans, in_memory_tracing
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 VALIDATORS = {
@@ -123,6 +127,24 @@ def safe_msgpack(fields: dict[str, Any]) -> bytes:
 content_types = st.sampled_from(
     [b"application/json", b"application/msgpack", b"application/x-msgpack", b"text/plain", b"", b"\xff\xfe"]
 )
+trace_context = st.one_of(
+    st.sampled_from(
+        [
+            TRACEPARENT,
+            TRACEPARENT.upper(),
+            TRACEPARENT + b"-more",
+            b"ff" + TRACEPARENT[2:],
+            b"00-" + b"0" * 32 + TRACEPARENT[35:],
+            TRACEPARENT[:-1],
+            TRACEPARENT + b"\x00" * 600,  # over the traceparent limit
+            b"vendor=abc,other=x",
+            b"k=v,k=w",
+            b"a=b," * 3000,  # over the tracestate limit
+        ]
+    ),
+    st.binary(max_size=60),
+    st.text(max_size=60).map(lambda t: t.encode("utf-8", "surrogateescape")),
+)
 
 
 @st.composite
@@ -132,10 +154,20 @@ def records(draw: st.DrawFn) -> tuple[bytes | None, bytes | None, list[tuple[str
     headers: list[tuple[str, bytes | None]] = draw(
         st.lists(
             st.tuples(
-                st.sampled_from(["content-type", "Content-Type", "x", "\udcffodd"]),
-                st.one_of(st.none(), content_types, st.binary(max_size=8)),
+                st.sampled_from(
+                    [
+                        "content-type",
+                        "Content-Type",
+                        "x",
+                        "\udcffodd",
+                        "traceparent",
+                        "tracestate",
+                        "Traceparent",
+                    ]
+                ),
+                st.one_of(st.none(), content_types, st.binary(max_size=8), trace_context),
             ),
-            max_size=3,
+            max_size=4,
         )
     )
     value: bytes | None
@@ -175,6 +207,7 @@ def setups(draw: st.DrawFn) -> dict[str, Any]:
         "cache": draw(st.booleans()),
         "batching": draw(st.booleans()),
         "batch_size": draw(st.sampled_from([1, 4, 64])),
+        "tracing": draw(st.booleans()),
     }
 
 
@@ -189,7 +222,7 @@ def decode_output(topic: str, value: bytes, content_type: bytes | None) -> Any:
 
 async def run_example(
     setup: dict[str, Any], inputs: dict[Any, list[tuple[bytes | None, bytes | None, list[Any]]]]
-) -> Harness:
+) -> tuple[Harness, Spans | None]:
     cfg = config(
         batch=BatchSettings(
             max_size=setup["batch_size"], min_size=1, initial_size=setup["batch_size"], linger_ms=0.0
@@ -200,6 +233,7 @@ async def run_example(
         retry=RetrySettings(max_attempts=2, initial_backoff_s=0.0, max_backoff_s=0.0, jitter=False),
         cache=CacheSettings(enabled=setup["cache"]),
         delivery=DeliverySettings(commit_interval_s=0.01, encoding=setup["encoding"]),
+        tracing=TracingSettings(enabled=setup["tracing"]),
     )
     producer = FakeProducer(
         max_size=MAX_REQUEST_BYTES,
@@ -210,7 +244,8 @@ async def run_example(
     )
     processor = load_processor(ProcessorSpec(name="python:tests.fixtures.chaos:chaos", hrv=False))
     cache = ResultCache(100, 60.0) if setup["cache"] else None
-    h = Harness(cfg, processor=processor, producer=producer, cache=cache)
+    tracing, spans = in_memory_tracing(cfg) if setup["tracing"] else (None, None)
+    h = Harness(cfg, processor=processor, producer=producer, cache=cache, tracing=tracing)
     total = sum(len(recs) for recs in inputs.values())
     async with running(h, *inputs):
         for tp, recs in inputs.items():
@@ -220,7 +255,7 @@ async def run_example(
             await producer.wait_acked(total)
             while h.consumer.committed != {tp: len(recs) for tp, recs in inputs.items() if recs}:
                 await h.consumer.wait_polls(len(h.consumer.calls) + 1)
-    return h
+    return h, spans
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], deadline=None)
@@ -235,7 +270,7 @@ def test_no_record_and_no_processor_behaviour_stops_the_engine_or_loses_an_answe
     """Whatever records and processor do: one valid output per input, commits to the end, order kept."""
     chaos.misbehave()
     inputs = {TP0: p0, TP1: p1}
-    h = asyncio.run(run_example(setup, inputs))  # raises if any engine task raised
+    h, spans = asyncio.run(run_example(setup, inputs))  # raises if any engine task raised
 
     by_input: dict[tuple[int, int], list[Any]] = {}
     for rec in h.producer.acked:
@@ -272,3 +307,12 @@ def test_no_record_and_no_processor_behaviour_stops_the_engine_or_loses_an_answe
             order.setdefault(group, []).append(offset)
         for group, offsets in order.items():
             assert offsets == sorted(offsets), f"outputs of {group} out of offset order"
+
+    if spans is not None:
+        ended = {f"{s.context.span_id:016x}": s for s in spans.requests}
+        assert len(spans.requests) == len(ended) == len(expected), "every input's request span ended, once"
+        for rec in h.producer.acked:
+            value = rec.header("traceparent")
+            assert value is not None, "with tracing on, every output carries its request span"
+            _, trace_id, span_id, _ = value.decode().split("-")
+            assert f"{ended[span_id].context.trace_id:032x}" == trace_id
