@@ -27,6 +27,7 @@ from aiokafka.errors import InvalidProducerEpoch, KafkaError, MessageSizeTooLarg
 from stream_service.pipeline.encode import OutputEncoder, OutRecord
 from stream_service.pipeline.ledger import Ledger
 from stream_service.pipeline.publish import Done
+from stream_service.pipeline.transact_state import TxnPartition, error_text
 from stream_service.pipeline.work import PartitionState
 
 FENCED_ERRORS = (ProducerFenced, InvalidProducerEpoch)  # another instance owns the partition now
@@ -35,30 +36,6 @@ ABORT_TIMEOUT_S = 10.0  # an abort that does not finish by then closes the produ
 
 StartProducer = Callable[[str], Awaitable[Any]]  # transactional id -> a started producer
 Replay = Callable[[TopicPartition, int | None], Awaitable[None]]  # partition, offset to read again
-
-
-class _Partition:
-    """The transaction state of one input partition (one assignment of it)."""
-
-    __slots__ = (
-        "tp", "txn_id", "state", "producer", "lock", "waiting", "next_seq", "open", "in_txn",
-        "opened_at", "last_released", "committed", "dead",
-    )  # fmt: skip
-
-    def __init__(self, tp: TopicPartition, txn_id: str, state: PartitionState) -> None:
-        self.tp = tp
-        self.txn_id = txn_id
-        self.state = state
-        self.producer: Any = None
-        self.lock = asyncio.Lock()  # a commit and a hand-over to the producer never interleave
-        self.waiting: dict[int, tuple[OutRecord, asyncio.Future[bool]]] = {}  # seq -> output, its ack
-        self.next_seq = 0  # the input (by arrival order) whose output enters the transaction next
-        self.open = False
-        self.in_txn = 0  # outputs in the open transaction
-        self.opened_at = 0.0
-        self.last_released: int | None = None  # input offset of the last output handed over
-        self.committed: int | None = None  # the offset the last commit of ours stored
-        self.dead = False  # revoked, fenced or replaced: nothing more of it is sent
 
 
 class Transactions:
@@ -102,7 +79,7 @@ class Transactions:
         self._clock = clock
         self._replay: Replay | None = None
         self._on_lost: Callable[[TopicPartition], None] | None = None
-        self._partitions: dict[TopicPartition, _Partition] = {}
+        self._partitions: dict[TopicPartition, TxnPartition] = {}
         self._log = structlog.get_logger("stream_service.transact")
 
     fences = True  # a new owner reads from the committed offset once its producers fenced the old one
@@ -118,19 +95,21 @@ class Transactions:
 
     async def prepare(self, states: Iterable[tuple[TopicPartition, PartitionState]]) -> None:
         """Start the producers of newly assigned partitions; this fences their previous owners."""
-        fresh = [_Partition(tp, self.transactional_id(tp), state) for tp, state in states]
+        fresh = [TxnPartition(tp, self.transactional_id(tp), state) for tp, state in states]
         for part in fresh:
             self._partitions[part.tp] = part
         async with asyncio.TaskGroup() as group:
             for part in fresh:
                 group.create_task(self._start(part))
 
-    async def _start(self, part: _Partition) -> None:
+    async def _start(self, part: TxnPartition) -> None:
         while True:
             try:
                 part.producer = await self._start_producer(part.txn_id)
             except (KafkaError, OSError, TimeoutError) as exc:
-                self._log.warning("transaction.producer_start_failed", txn_id=part.txn_id, error=_text(exc))
+                self._log.warning(
+                    "transaction.producer_start_failed", txn_id=part.txn_id, error=error_text(exc)
+                )
                 await asyncio.sleep(START_RETRY_S)  # a backoff while the brokers are away
             else:
                 return
@@ -166,7 +145,7 @@ class Transactions:
         loop = asyncio.get_running_loop()
         owner: dict[asyncio.Future[bool], OutRecord] = {}
         discarded: list[OutRecord] = []
-        touched: dict[TopicPartition, _Partition] = {}
+        touched: dict[TopicPartition, TxnPartition] = {}
         for rec in records:
             state = rec.item.state
             part = self._partitions.get(TopicPartition(state.topic, state.partition))
@@ -202,9 +181,9 @@ class Transactions:
         if isinstance(error, FENCED_ERRORS):
             self._lost(part, error)
         else:
-            await self._fail(part, f"an output could not be written: {_text(error)}")
+            await self._fail(part, f"an output could not be written: {error_text(error)}")
 
-    async def _hand_over(self, part: _Partition) -> None:
+    async def _hand_over(self, part: TxnPartition) -> None:
         """Put the outputs that are next in input order into the open transaction."""
         async with part.lock:
             if part.dead or part.producer is None:
@@ -215,13 +194,15 @@ class Transactions:
                 try:
                     if not part.open:
                         await part.producer.begin_transaction()
-                        part.open, part.in_txn, part.opened_at = True, 0, self._clock()
+                        part.begin(self._clock())
                     sent = await self._send(part.producer, rec)
                 except KafkaError as exc:
                     ack.set_exception(exc)  # publish() aborts (or, fenced, gives the partition up)
                     continue
                 part.in_txn += 1
+                part.unsettled += 1
                 part.last_released = rec.item.offset
+                sent.add_done_callback(functools.partial(part.sent, part.generation))
                 sent.add_done_callback(functools.partial(_settle, ack))
 
     async def _send(self, producer: Any, rec: OutRecord) -> asyncio.Future[Any]:
@@ -257,7 +238,7 @@ class Transactions:
         results = [task.result() for task in tasks]
         return all(results)
 
-    async def _commit(self, part: _Partition) -> bool:
+    async def _commit(self, part: TxnPartition) -> bool:
         failure = await self._commit_open(part)
         if failure is not None:
             await self._fail(part, f"the commit failed: {failure}")
@@ -265,7 +246,7 @@ class Transactions:
         await self._hand_over(part)  # what waited during the commit opens the next transaction
         return not part.dead
 
-    async def _commit_open(self, part: _Partition) -> str | None:
+    async def _commit_open(self, part: TxnPartition) -> str | None:
         """Commit the open transaction; the reason when it failed (None when it did not fail)."""
         async with part.lock:
             if part.dead or not part.open or part.last_released is None:
@@ -273,6 +254,8 @@ class Transactions:
                 return None
             offset = part.last_released + 1
             count = part.in_txn
+            if (unsent := await part.settle()) is not None:
+                return f"an output of the transaction was not written: {unsent}"
             try:
                 await part.producer.send_offsets_to_transaction({part.tp: offset}, self._group_id)
                 await part.producer.commit_transaction()
@@ -280,14 +263,14 @@ class Transactions:
                 self._lost(part, exc)
                 return None
             except KafkaError as exc:
-                return _text(exc)
+                return error_text(exc)
             part.open, part.committed = False, offset
             self._release_committed(part)
             if self._on_committed is not None:
                 self._on_committed(count)
             return None
 
-    def _release_committed(self, part: _Partition) -> None:
+    def _release_committed(self, part: TxnPartition) -> None:
         """Tell the ledger what the last commit covered (records acknowledged since count now)."""
         if part.committed is None or part.state.forgotten:
             return
@@ -297,7 +280,7 @@ class Transactions:
 
     # -------------------------------------------------------------------------- failures
 
-    async def _fail(self, part: _Partition, why: str) -> None:
+    async def _fail(self, part: TxnPartition, why: str) -> None:
         """Abort the partition's transaction and read its uncommitted inputs again."""
         async with part.lock:
             if part.dead:
@@ -315,7 +298,7 @@ class Transactions:
         else:
             self._discard(part)
 
-    async def _abort(self, part: _Partition, why: str) -> None:
+    async def _abort(self, part: TxnPartition, why: str) -> None:
         part.open = False
         if part.producer is None:
             return
@@ -330,23 +313,23 @@ class Transactions:
         except (KafkaError, TimeoutError) as exc:
             # The producer cannot abort (brokers away, fatal state): a new one with the same
             # transactional id aborts the transaction when it starts.
-            self._log.warning("transaction.abort_failed", txn_id=part.txn_id, error=_text(exc))
+            self._log.warning("transaction.abort_failed", txn_id=part.txn_id, error=error_text(exc))
             producer, part.producer = part.producer, None
             await self._close_producer(producer)
 
-    def _lost(self, part: _Partition, exc: BaseException) -> None:
+    def _lost(self, part: TxnPartition, exc: BaseException) -> None:
         part.dead = True
         self._discard(part)
         self._log.warning(
             "transaction.fenced",
             txn_id=part.txn_id,
-            error=_text(exc),
+            error=error_text(exc),
             hint="another instance owns the partition now; its work here is discarded",
         )
         if self._on_lost is not None:
             self._on_lost(part.tp)
 
-    def _discard(self, part: _Partition) -> None:
+    def _discard(self, part: TxnPartition) -> None:
         """Outputs still waiting will not be sent: their inputs are read again (or elsewhere)."""
         for _, ack in part.waiting.values():
             if not ack.done():
@@ -362,7 +345,3 @@ def _settle(ack: asyncio.Future[bool], sent: asyncio.Future[Any]) -> None:
         ack.set_exception(error)
     else:
         ack.set_result(True)
-
-
-def _text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import Counter
 from typing import Any
 
@@ -180,3 +181,51 @@ def test_committed_data_has_exactly_one_output_per_input_whatever_fails(
 def _source_of(i: int) -> tuple[int, int]:
     partition = 0 if i % 3 else 1
     return partition, sum(1 for j in range(i) if (0 if j % 3 else 1) == partition)
+
+
+def _partition() -> Any:
+    from stream_service.pipeline.transact_state import TxnPartition
+    from stream_service.pipeline.work import PartitionState
+
+    part = TxnPartition(TP0, "txn", PartitionState("requests", 0, ordered=True))
+    part.begin(0.0)
+    return part
+
+
+def _send(part: Any) -> asyncio.Future[Any]:
+    """One send of the open transaction, counted as _hand_over counts it."""
+    sent: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    part.unsettled += 1
+    sent.add_done_callback(functools.partial(part.sent, part.generation))
+    return sent
+
+
+async def test_a_transaction_with_a_failed_send_is_not_committed() -> None:
+    """aiokafka would commit past a failed send; the commit waits for every send and refuses."""
+    part = _partition()
+    ok, failed = _send(part), _send(part)
+    ok.set_result(None)
+    failed.set_exception(KafkaTimeoutError("lost"))
+    assert await part.settle() == "KafkaTimeoutError: KafkaTimeoutError: lost"
+
+
+async def test_a_commit_waits_for_the_sends_still_in_flight() -> None:
+    """settle() returns only once the last send of the open transaction is acknowledged."""
+    part = _partition()
+    sent = _send(part)
+    waiting = asyncio.create_task(part.settle())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    sent.set_result(None)
+    assert await waiting is None
+
+
+async def test_late_acks_of_an_aborted_transaction_do_not_count() -> None:
+    """A send of an aborted transaction finishing later neither fails nor settles the next one."""
+    part = _partition()
+    old = _send(part)
+    part.begin(1.0)  # aborted, a new transaction opened
+    old.set_exception(KafkaTimeoutError("late"))
+    await asyncio.sleep(0)
+    assert part.unsettled == 0 and part.send_error is None
+    assert await part.settle() is None
