@@ -42,9 +42,10 @@ def w2_variant(kind: str, concurrency: int) -> str:
     return f"{kind} C={concurrency}"
 
 
-def latency_variant(kind: str, load_percent: int) -> str:
-    """The latency variant name: ``service 50%`` (at least once), ``service-eos 50%``."""
-    return f"{kind} {load_percent}%"
+def latency_variant(kind: str, load_percent: int, *, of_own: bool = False) -> str:
+    """The latency variant name: ``service 50%``, ``service-eos 50%`` (percent of W1 (b)'s rate), or
+    ``service-eos 50% of (e)`` (percent of the exactly-once W1 (e) rate)."""
+    return f"{kind} {load_percent}%" + (" of (e)" if of_own else "")
 
 
 def backlog_variant(backlog: int, bound: int) -> str:

@@ -114,13 +114,31 @@ def w1_variants(selected: set[str]) -> list[str]:
     return variants + [v for v in dict.fromkeys(extra) if v not in variants]
 
 
-def latency_variants(selected: set[str]) -> list[tuple[str, int]]:
-    """(guarantee variant, load %) of the latency runs: at least once at 50/25/75% and exactly
-    once at 50% with ``latency``; at-least-once and exactly-once at 50% with ``eos`` alone."""
+class LatencyVariant(NamedTuple):
+    """One latency run's guarantee and load: ``load`` percent of W1 (b)'s rate, or of W1 (e)'s."""
+
+    kind: str
+    load: int
+    of_own: bool = False
+
+    @property
+    def name(self) -> str:
+        return latency_variant(self.kind, self.load, of_own=self.of_own)
+
+
+def latency_variants(selected: set[str]) -> list[LatencyVariant]:
+    """The latency runs: at least once at 50/25/75% of W1 (b) and exactly once at 50% of W1 (b)
+    (the same offered rate) and at 50% of W1 (e) (its own) with ``latency``; the 50% ones with
+    ``eos`` alone."""
+    half = [
+        LatencyVariant(SERVICE, 50),
+        LatencyVariant(SERVICE_EOS, 50),
+        LatencyVariant(SERVICE_EOS, 50, True),
+    ]
     if LATENCY in selected:
-        return [(SERVICE, 50), (SERVICE_EOS, 50), (SERVICE, 25), (SERVICE, 75)]
+        return [*half, LatencyVariant(SERVICE, 25), LatencyVariant(SERVICE, 75)]
     if EOS in selected:
-        return [(SERVICE, 50), (SERVICE_EOS, 50)]
+        return half
     return []
 
 
@@ -258,18 +276,24 @@ def latency_rate(suite: Suite, override: float | None) -> tuple[float, str]:
 
 
 async def run_latency(
-    bench: Bench, suite: Suite, scale: Scale, override: float | None, variants: list[tuple[str, int]]
+    bench: Bench, suite: Suite, scale: Scale, override: float | None, variants: list[LatencyVariant]
 ) -> None:
     half, source = latency_rate(suite, override)
     suite.params["latency_rate"] = half
     suite.params["latency_rate_source"] = source
-    names = {latency_variant(kind, load): (kind, load) for kind, load in variants}
+    eos = suite.median(W1, SERVICE_EOS, "msg_s")
+    if eos is not None:
+        suite.params["latency_rate_eos"] = 0.5 * eos
+    else:
+        variants = [v for v in variants if not v.of_own]  # no W1 (e) in this run to take 50% of
+    names = {v.name: v for v in variants}
     say(f"latency: 50% load is {half:,.0f} msg/s ({source}), {scale.latency_s:g} s per run")
     for rep, variant in interleave(list(names), suite.reps):
-        kind, load = names[variant]
+        kind, load, of_own = names[variant]
+        base = 0.5 * eos if of_own and eos is not None else half
         values = await latency_run(
             bench,
-            rate=half * load / 50.0,
+            rate=base * load / 50.0,
             duration_s=scale.latency_s,
             warmup_s=LATENCY_WARMUP_S,
             seed=300 + rep,

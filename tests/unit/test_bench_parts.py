@@ -174,9 +174,10 @@ def test_w1_variants_follow_the_selection() -> None:
 
 
 def test_latency_runs_three_loads_and_exactly_once_at_half() -> None:
-    """latency runs at least once at 50/25/75% and exactly once at 50%; eos alone runs the 50% pair."""
-    assert latency_variants({LATENCY}) == [(SERVICE, 50), (SERVICE_EOS, 50), (SERVICE, 25), (SERVICE, 75)]
-    assert latency_variants({EOS}) == [(SERVICE, 50), (SERVICE_EOS, 50)]
+    """latency runs at least once at 50/25/75% and exactly once at 50% of (b) and of (e); eos the 50%s."""
+    names = [v.name for v in latency_variants({LATENCY})]
+    assert names == ["service 50%", "service-eos 50%", "service-eos 50% of (e)", "service 25%", "service 75%"]
+    assert [v.name for v in latency_variants({EOS})] == names[:3]
     assert latency_variants({W1}) == []
 
 
