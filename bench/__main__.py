@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import report
+from bench import explanations, report
 from bench.machine import describe_machine, detect_kafka_version
 from bench.results import WORKLOADS, Suite, encode
 from bench.runs import Bench, say
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke run, not a measurement")
     parser.add_argument(
-        "--reps", type=int, default=3, help="interleaved repetitions per workload (default 3)"
+        "--reps", type=int, default=5, help="interleaved repetitions per workload (default 5)"
     )
     parser.add_argument(
         "--only", type=parse_only, default=None, help=f"comma list of workloads: {', '.join(WORKLOADS)}"
@@ -54,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="use this broker; default: provision a LocalKafka(nodes=1) and stop it after",
     )
     parser.add_argument(
-        "--latency-rate", type=float, help="offered msg/s for latency (default: 50%% of W1 (b))"
+        "--latency-rate",
+        type=float,
+        help="the 50%% load in msg/s; 25%% and 75%% scale from it (default: 50%% of W1 (b)'s median)",
     )
     parser.add_argument(
         "--output",
@@ -111,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         suite.machine.load_avg_end = [round(x, 2) for x in os.getloadavg()]
     output.parent.mkdir(parents=True, exist_ok=True)
     kept = preserved_section(output)  # the scale-out block (python -m bench.scaleout) is not ours to drop
-    output.write_text(report.render(suite) + ("\n" + kept if kept else ""))
+    explained = explanations.read(output)  # the lead's explanations of misses, kept across runs
+    output.write_text(report.render(suite, explained) + ("\n" + kept if kept else ""))
     output.with_suffix(".json").write_bytes(encode(suite))
     say(f"wrote {output} and {output.with_suffix('.json')} after {suite.wall_s / 60:.1f} min")
     if failed is not None:

@@ -141,13 +141,19 @@ def _tps(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
     return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
 
 
-async def read_topic(bootstrap: str, topic: str, on_record: Callable[[int, Any], None]) -> int:
-    """Call ``on_record(partition, record)`` for every record now in ``topic``; return how many."""
+async def read_topic(
+    bootstrap: str, topic: str, on_record: Callable[[int, Any], None], *, read_committed: bool = False
+) -> int:
+    """Call ``on_record(partition, record)`` for every record now in ``topic``; return how many.
+
+    With ``read_committed`` only committed transactions' records (the end is then the last
+    stable offset: the topic must have no open transaction left)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_bytes=32 << 20,
+        isolation_level="read_committed" if read_committed else "read_uncommitted",
     )
     await consumer.start()
     try:
@@ -165,7 +171,8 @@ async def read_topic(bootstrap: str, topic: str, on_record: Callable[[int, Any],
                 for record in records:
                     on_record(tp.partition, record)
                 n += len(records)
-                if records and records[-1].offset + 1 >= ends[tp]:
+            for tp in list(remaining):  # the position, not the last record: it steps over markers
+                if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
             if batch:
                 last_progress = time.monotonic()

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -56,9 +57,20 @@ def service_argv(
     return argv
 
 
-def raw_loop_argv(bootstrap: str, input_topic: str, outputs: Outputs, /, *, total: int) -> list[str]:
-    """``python -m bench.raw_loop`` for one run (W1 (a))."""
-    return [
+def raw_loop_argv(
+    bootstrap: str,
+    input_topic: str,
+    outputs: Outputs,
+    /,
+    *,
+    total: int,
+    acks1: bool = False,
+    concurrency: int | None = None,
+    sleep_ms: float = 0.0,
+) -> list[str]:
+    """``python -m bench.raw_loop`` for one run: W1 (a), with ``acks1`` W1 (a'), with
+    ``concurrency`` the raw W2 loop."""
+    argv = [
         sys.executable, "-m", "bench.raw_loop",
         "--bootstrap-servers", bootstrap,
         "--input-topic", input_topic,
@@ -66,6 +78,11 @@ def raw_loop_argv(bootstrap: str, input_topic: str, outputs: Outputs, /, *, tota
         "--group-id", outputs.group,
         "--total", str(total),
     ]  # fmt: skip
+    if acks1:
+        argv += ["--acks", "1", "--no-idempotence", "--read-uncommitted"]
+    if concurrency is not None:
+        argv += ["--concurrency", str(concurrency), "--sleep-ms", f"{sleep_ms:g}"]
+    return argv
 
 
 def assigned_timestamp(line: str) -> float | None:
@@ -90,6 +107,7 @@ class Child:
         self.argv = argv
         self.log_path = log_path
         self.proc: asyncio.subprocess.Process | None = None
+        self.started_at: float | None = None  # epoch seconds just before the process was spawned
         self.assigned_at: float | None = None
         self._log: IO[bytes] | None = None
         self._read_pos = 0
@@ -98,6 +116,7 @@ class Child:
     async def start(self, cpus: list[int] | None = None) -> Child:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self._log = self._open_log()
+        self.started_at = time.time()
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv, stdout=self._log, stderr=asyncio.subprocess.STDOUT, env=env, cwd=str(REPO)
         )
@@ -132,6 +151,24 @@ class Child:
                 self.assigned_at = at
                 break
         return self.assigned_at
+
+    def find_event(self, event: str) -> dict[str, Any] | None:
+        """The first JSON log line whose ``event`` is ``event`` (the whole log is read: use it on
+        short logs, such as the ``ops.listening`` line with the metrics port)."""
+        needle = f'"{event}"'.encode()
+        try:
+            with open(self.log_path, "rb") as fh:
+                for line in fh:
+                    if needle in line:
+                        try:
+                            entry = json.loads(line)
+                        except ValueError:
+                            continue
+                        if isinstance(entry, dict) and entry.get("event") == event:
+                            return entry
+        except OSError:
+            pass
+        return None
 
     async def wait_assigned(self, timeout_s: float = 120.0) -> float:
         async with asyncio.timeout(timeout_s):

@@ -7,6 +7,7 @@
         --set cache.enabled=false --set processor.hrv=false            # W2-like
 
 cProfile roughly doubles the cost of Python calls: read the shares, not the seconds.
+``python -m bench.spy`` samples the service with py-spy instead, without that distortion.
 """
 
 from __future__ import annotations

@@ -1,56 +1,68 @@
-"""Render a :class:`~bench.results.Suite` as ``bench/RESULTS.md``: tables and where we stand on targets.
+"""Render a :class:`~bench.results.Suite` as ``bench/RESULTS.md``: the targets first, then the tables.
 
-Pure: the same Suite always renders the same text (tested in ``tests/unit/test_bench_report.py``).
-Re-render saved results with ``python -m bench.report bench/RESULTS.json > bench/RESULTS.md``.
+Pure: the same Suite (and kept explanations) always renders the same text (tested in
+``tests/unit/test_bench_report.py``). Re-render saved results with
+``python -m bench.report bench/RESULTS.json > bench/RESULTS.new.md`` (it keeps the explanations
+written in the RESULTS.md beside the JSON; the scale-out block is to be copied over by hand;
+``python -m bench`` keeps both itself).
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
 
+from bench import explanations
 from bench.results import (
     AUDIT,
     CACHE,
+    IDLE,
     LATENCY,
     MEMORY,
     NO_METRICS,
     PROCESS,
     RAW,
+    RAW_ACKS1,
     SERVICE,
+    SERVICE_EOS,
+    STARTUP,
     TRACING,
     W1,
     W2,
     W3,
     Suite,
     decode,
+    latency_variant,
+    w2_variant,
 )
-from bench.stats import Summary, paired_ratios, ratio, summarize
+from bench.stats import Summary, ratio
+from bench.targets import (
+    LATENCY_LOAD,
+    eos_ratio,
+    latency_target_ms,
+    rss_per_thousand,
+    rss_slope,
+    spread,
+    targets,
+    w1_acks1_ratio,
+    w1_cpu_ratio,
+    w1_ratio,
+    w2_bound,
+    w2_ratio,
+)
 
-# Targets from the issue.
-W1_TARGET_RATIO = 0.8
-W2_TARGET_RATIO = 0.9
-LATENCY_SLACK_MS = 50.0
-MEMORY_LIMIT_MB = 300.0
-MEMORY_FLAT_TOLERANCE = 0.10  # "flat": the large backlog's peak at most 10% above the small one's
-
-_EXPLAIN = "missed; where the time goes, with the profile, is in [ANALYSIS.md](ANALYSIS.md)."
 _VARIANT_NAMES = {
-    RAW: "(a) raw aiokafka loop",
-    SERVICE: "(b) stream_service",
+    RAW: "(a) raw aiokafka loop, identical delivery settings",
+    RAW_ACKS1: "(a') raw aiokafka loop, acks=1, no idempotence",
+    SERVICE: "(b) stream_service, at least once",
+    SERVICE_EOS: "(e) stream_service, exactly once",
     AUDIT: "stream_service, audit_requests=true",
     NO_METRICS: "stream_service, metrics=false",
     CACHE: "stream_service, cache.enabled=true",
     TRACING: "stream_service, tracing.enabled=true",
 }
-
-
-class Target(NamedTuple):
-    name: str
-    measured: str
-    met: bool | None  # None: not measured in this run
+_STATUS = {None: "not measured", True: "**met**", False: "**missed**"}
 
 
 def _num(value: float | None, digits: int = 0) -> str:
@@ -73,101 +85,23 @@ def _cells(summary: Summary | None, digits: int = 0) -> list[str]:
     return [_num(summary.median, digits), _num(summary.min, digits), _num(summary.max, digits)]
 
 
-def _ratio_text(value: float | None, per_rep: Sequence[float]) -> str:
-    if value is None:
-        return "–"
-    text = f"{value:.2f}"
-    if len(per_rep) > 1:
-        text += f" (per repetition {min(per_rep):.2f}–{max(per_rep):.2f})"
-    return text
-
-
-def w1_ratio(suite: Suite) -> tuple[float | None, list[float]]:
-    """b/a: ratio of the medians, and the per-repetition ratios of the interleaved pairs."""
-    a, b = suite.values(W1, RAW, "msg_s"), suite.values(W1, SERVICE, "msg_s")
-    med = ratio(summarize(b).median if b else None, summarize(a).median if a else None)
-    return med, paired_ratios(b, a)
-
-
-def w2_bound(suite: Suite) -> tuple[float, str]:
-    """min(W1 ceiling, C / sleep): the best W2 could do, and how it was obtained."""
-    concurrency = float(suite.params.get("w2_concurrency", 256))
-    sleep_s = float(suite.params.get("w2_sleep_ms", 20.0)) / 1000.0
-    by_concurrency = concurrency / sleep_s
-    ceiling = suite.median(W1, RAW, "msg_s")
-    if ceiling is None:
-        return by_concurrency, f"C / {sleep_s * 1000:g} ms = {by_concurrency:,.0f} (W1 not run: no ceiling)"
-    bound = min(ceiling, by_concurrency)
-    return bound, f"min(W1 ceiling {ceiling:,.0f}, C / {sleep_s * 1000:g} ms = {by_concurrency:,.0f})"
-
-
-def latency_target_ms(suite: Suite) -> float | None:
-    """linger + processing time (p99, measured) + 50 ms."""
-    processing = suite.median(LATENCY, SERVICE, "processing_p99_ms")
-    if processing is None:
-        return None
-    return float(suite.params.get("linger_ms", 5.0)) + processing + LATENCY_SLACK_MS
-
-
-def targets(suite: Suite) -> list[Target]:
-    """Each target of the issue with the measured value; ``met`` is None when it was not measured."""
-    out: list[Target] = []
-    r1, _ = w1_ratio(suite)
-    out.append(
-        Target(
-            f"W1: stream_service ≥ {W1_TARGET_RATIO} of the raw aiokafka loop",
-            _opt(r1),
-            _ge(r1, W1_TARGET_RATIO),
-        )
-    )
-    w2 = suite.median(W2, SERVICE, "msg_s")
-    r2 = ratio(w2, w2_bound(suite)[0]) if w2 is not None else None
-    out.append(
-        Target(f"W2: ≥ {W2_TARGET_RATIO} of min(W1 ceiling, C / 20 ms)", _opt(r2), _ge(r2, W2_TARGET_RATIO))
-    )
-    p99, bound = suite.median(LATENCY, SERVICE, "p99_ms"), latency_target_ms(suite)
-    met = None if p99 is None or bound is None else p99 <= bound
-    measured = "–" if p99 is None else f"p99 {p99:,.1f} ms vs {_num(bound, 1)} ms"
-    out.append(Target("Latency: p99 ≤ linger + processing time + 50 ms at 50% load", measured, met))
-    peaks = {v: suite.median(MEMORY, v, "peak_rss_mb") for v in suite.variants(MEMORY)}
-    known = [p for p in peaks.values() if p is not None]
-    under = None if not known else max(known) < MEMORY_LIMIT_MB
-    measured = ", ".join(f"{v}: {_num(p, 0)} MB" for v, p in peaks.items()) or "–"
-    out.append(Target(f"Memory: peak RSS < {MEMORY_LIMIT_MB:.0f} MB", measured, under))
-    by_backlog = sorted(
-        (backlog, peak)
-        for v, peak in peaks.items()
-        if peak is not None and (backlog := suite.median(MEMORY, v, "backlog")) is not None
-    )
-    flat, measured = None, "–"
-    if len(by_backlog) >= 2:
-        (small, small_peak), (large, large_peak) = by_backlog[0], by_backlog[-1]
-        # One-sided: the question is whether memory grows with the backlog, not run-to-run noise.
-        flat = large_peak <= small_peak * (1 + MEMORY_FLAT_TOLERANCE)
-        measured = f"peak at {large:,.0f} ÷ peak at {small:,.0f} = {large_peak / small_peak:.2f}"
-    name = (
-        f"Memory: flat in backlog size (larger backlog's peak ≤ {1 + MEMORY_FLAT_TOLERANCE:.2f} × smaller's)"
-    )
-    out.append(Target(name, measured, flat))
-    return out
-
-
-def _opt(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}"
-
-
-def _ge(value: float | None, limit: float) -> bool | None:
-    return None if value is None else value >= limit
-
-
-def render(suite: Suite) -> str:
-    """The whole RESULTS.md."""
+def render(suite: Suite, kept: Mapping[str, str] | None = None) -> str:
+    """The whole RESULTS.md; ``kept`` are the explanations already written (see :mod:`bench.explanations`)."""
     lines = ["# Benchmark results", ""]
     if suite.quick:
         lines += [
             "> **Quick smoke run** (`--quick`): small counts; the numbers say it works, not how fast.",
             "",
         ]
+    lines += [
+        f"Run {suite.started_at} – {suite.finished_at} ({suite.wall_s / 60:.1f} min), "
+        f"{suite.reps} interleaved repetition(s) per workload (A B A B …); "
+        "every cell is over those repetitions.",
+        "",
+        f"Command: `{suite.command}`",
+        "",
+    ]
+    lines += _targets(suite, kept or {})
     lines += _context(suite)
     for workload, section in (
         (W1, _w1),
@@ -175,31 +109,41 @@ def render(suite: Suite) -> str:
         (W2, _w2),
         (W3, _w3),
         (LATENCY, _latency),
+        ("eos", _eos),
+        (STARTUP, _startup),
         (MEMORY, _memory),
     ):
         lines += section(suite) if _ran(suite, workload) else []
-    lines += _targets(suite)
     return "\n".join(lines).rstrip() + "\n"
 
 
 def _ran(suite: Suite, workload: str) -> bool:
     if workload == "overheads":
         return any(v in suite.variants(W1) for v in (AUDIT, NO_METRICS, CACHE, TRACING))
+    if workload == "eos":
+        return SERVICE_EOS in suite.variants(W1) or latency_variant(
+            SERVICE_EOS, LATENCY_LOAD
+        ) in suite.variants(LATENCY)
     return bool(suite.variants(workload))
+
+
+def _targets(suite: Suite, kept: Mapping[str, str]) -> list[str]:
+    found = targets(suite)
+    rows = [[t.name, t.measured, _STATUS[t.met] if t.limit else "reported"] for t in found]
+    return [
+        "## Targets",
+        "",
+        "Issue 14 (performance) and issue 12 (exactly once). Medians of the interleaved repetitions; "
+        "ratios are ratios of medians, with the per-repetition ratios of the interleaved pairs.",
+        "",
+        *_table(["target", "measured (medians, spread)", "status"], rows),
+        *explanations.render(found, kept),
+    ]
 
 
 def _context(suite: Suite) -> list[str]:
     m = suite.machine
-    lines = [
-        f"Run {suite.started_at} – {suite.finished_at} ({suite.wall_s / 60:.1f} min), "
-        f"{suite.reps} interleaved repetition(s) per workload (A B A B …); "
-        "every cell is over those repetitions.",
-        "",
-        f"Command: `{suite.command}`",
-        "",
-        f"Broker: {suite.broker} at `{suite.bootstrap}`.",
-        "",
-    ]
+    lines = ["## Where and how", "", f"Broker: {suite.broker} at `{suite.bootstrap}`.", ""]
     if m is not None:
         load = " / ".join(f"{x:.2f}" for x in m.load_avg_start) or "–"
         load_end = " / ".join(f"{x:.2f}" for x in m.load_avg_end) or "–"
@@ -221,8 +165,12 @@ def _context(suite: Suite) -> list[str]:
         "Throughput is records ÷ (time all input offsets were committed − time the consumer logged "
         "`partitions.assigned`), measured outside the process under test from the group's committed "
         "offsets (polled every 20 ms). Commits follow acknowledgements, so this includes the last "
-        "acknowledgement and up to one `delivery.commit_interval_s` (1 s) wait for the final commit; "
-        "the *acked* column ends instead when the last result is in the results topic.",
+        "acknowledgement and up to one `delivery.commit_interval_s` "
+        f"({suite.params.get('commit_interval_s', 1)} s) wait for the final commit (exactly once: one "
+        f"transaction interval, {suite.params.get('transaction_interval_ms', 100)} ms); the *acked* column "
+        "ends instead when the last result is in the results topic. *CPU µs/record* is the process's "
+        "CPU time (user + system, with its children) from `partitions.assigned` to the end, per record: "
+        "steadier than wall time on a shared machine; *CPU s* is the whole process, start-up included.",
         "",
     ]
     return lines
@@ -237,25 +185,38 @@ def _throughput_rows(suite: Suite, workload: str, names: Callable[[str], str]) -
                 *_cells(suite.summary(workload, variant, "msg_s")),
                 _num(suite.median(workload, variant, "msg_s_acked")),
                 _num(suite.median(workload, variant, "cpu_s"), 1),
+                spread(suite, workload, variant, "cpu_us_per_record", "{:,.1f}"),
                 _num(suite.median(workload, variant, "peak_rss_mb")),
             ]
         )
     return rows
 
 
-_THROUGHPUT_HEADER = ["variant", "msg/s median", "min", "max", "msg/s acked (median)", "CPU s", "peak RSS MB"]
+_THROUGHPUT_HEADER = [
+    "variant", "msg/s median", "min", "max", "msg/s acked (median)", "CPU s", "CPU µs/record (min–max)",
+    "peak RSS MB",
+]  # fmt: skip
 
 
 def _w1(suite: Suite) -> list[str]:
     count = suite.params.get("w1_count", "?")
-    rows = [r for r in _throughput_rows(suite, W1, _name) if r[0] in (_name(RAW), _name(SERVICE))]
-    value, per_rep = w1_ratio(suite)
+    main = (RAW, RAW_ACKS1, SERVICE, SERVICE_EOS)
+    rows = [
+        r for v, r in zip(suite.variants(W1), _throughput_rows(suite, W1, _name), strict=True) if v in main
+    ]
     return [
         f"## W1 — throughput ({_count(count)} JSON requests of ~300 B, 8 partitions, "
         "echo, HRV off, cache off)",
         "",
+        "(a) has the service's delivery settings (consumer `read_committed`; producer idempotent, "
+        "`acks=all`, 5 ms linger, 256 KiB batches) and commits after every batch; (a') is what a "
+        "hand-written consumer does (`acks=1`, no idempotence, `read_uncommitted`).",
+        "",
         *_table(_THROUGHPUT_HEADER, rows),
-        f"**b/a = {_ratio_text(value, per_rep)}**",
+        f"- **b/a = {w1_ratio(suite).text()}** (msg/s)",
+        f"- **CPU per record b/a = {w1_cpu_ratio(suite).text()}**",
+        f"- b/a' = {w1_acks1_ratio(suite).text()}",
+        f"- e/b = {eos_ratio(suite).text()} (exactly once ÷ at least once)",
         "",
     ]
 
@@ -266,14 +227,13 @@ def _overheads(suite: Suite) -> list[str]:
     for variant in (SERVICE, AUDIT, NO_METRICS, CACHE, TRACING):
         if variant not in suite.variants(W1):
             continue
-        med = suite.median(W1, variant, "msg_s")
-        change = ratio(med, base)
+        change = ratio(suite.median(W1, variant, "msg_s"), base)
         rows.append(
             [
                 _name(variant),
                 *_cells(suite.summary(W1, variant, "msg_s")),
                 "baseline" if variant == SERVICE else ("–" if change is None else f"{(change - 1):+.1%}"),
-                _num(suite.median(W1, variant, "cpu_s"), 1),
+                _num(suite.median(W1, variant, "cpu_us_per_record"), 1),
             ]
         )
     return [
@@ -281,27 +241,39 @@ def _overheads(suite: Suite) -> list[str]:
         "",
         "Baseline (b) runs with metrics on (the default), audit lines off (the default) and the cache off.",
         "",
-        *_table(["variant", "msg/s median", "min", "max", "vs baseline", "CPU s"], rows),
+        *_table(["variant", "msg/s median", "min", "max", "vs baseline", "CPU µs/record"], rows),
     ]
 
 
 def _w2(suite: Suite) -> list[str]:
-    bound, how = w2_bound(suite)
-    summary = suite.summary(W2, SERVICE, "msg_s")
-    value = ratio(summary.median if summary else None, bound)
-    per_rep = [v / bound for v in suite.values(W2, SERVICE, "msg_s")]
-    acked = ratio(suite.median(W2, SERVICE, "msg_s_acked"), bound)
-    return [
+    def name(variant: str) -> str:
+        kind, _, c = variant.partition(" ")
+        return f"{'raw W2 loop' if kind == RAW else 'stream_service'}, {c}"
+
+    lines = [
         f"## W2 — I/O-bound ({_count(suite.params.get('w2_count', '?'))} requests, each awaiting "
-        f"{suite.params.get('w2_sleep_ms', 20)} ms, async executor, concurrency C = "
-        f"{suite.params.get('w2_concurrency', 256)}, cache off)",
+        f"{suite.params.get('w2_sleep_ms', 20)} ms, async executor, cache off)",
         "",
-        *_table(_THROUGHPUT_HEADER, _throughput_rows(suite, W2, lambda _: "stream_service")),
-        f"Bound: {how}.",
+        "The raw W2 loop: getmany → `asyncio.gather` over the batch under a semaphore of C (each request "
+        "awaits 20 ms, then its answer is sent) → await the acknowledgements → commit. The service runs "
+        "`python:bench.plugins:sleep20` with `executor.concurrency = C`.",
         "",
-        f"**msg/s ÷ bound = {_ratio_text(value, per_rep)}**; to the last acknowledgement: {_opt(acked)}.",
-        "",
+        *_table(_THROUGHPUT_HEADER, _throughput_rows(suite, W2, name)),
     ]
+    for concurrency in _w2_concurrencies(suite):
+        if w2_variant(SERVICE, concurrency) not in suite.variants(W2):
+            continue
+        _, how = w2_bound(suite, concurrency)
+        lines += [
+            f"- C = {concurrency}: bound {how}; **service ÷ bound = {w2_ratio(suite, concurrency).text()}**; "
+            f"to the last acknowledgement: {w2_ratio(suite, concurrency, 'msg_s_acked').text()}",
+        ]
+    return [*lines, ""]
+
+
+def _w2_concurrencies(suite: Suite) -> list[int]:
+    found = {int(v.rsplit("=", 1)[1]) for v in suite.variants(W2) if "C=" in v}
+    return sorted(found)
 
 
 def _w3(suite: Suite) -> list[str]:
@@ -321,29 +293,132 @@ def _w3(suite: Suite) -> list[str]:
     ]
 
 
+def _latency_name(variant: str) -> str:
+    kind, _, load = variant.partition(" ")
+    load = load.replace("% of (e)", "% of W1 (e)")
+    return f"{'exactly once' if kind == SERVICE_EOS else 'at least once'}, {load}"
+
+
 def _latency(suite: Suite) -> list[str]:
-    rows = [
-        ["p50 ms", *_cells(suite.summary(LATENCY, SERVICE, "p50_ms"), 1)],
-        ["p99 ms", *_cells(suite.summary(LATENCY, SERVICE, "p99_ms"), 1)],
-        ["max ms", *_cells(suite.summary(LATENCY, SERVICE, "max_ms"), 1)],
-        ["processing time p99 ms", *_cells(suite.summary(LATENCY, SERVICE, "processing_p99_ms"), 2)],
-        ["achieved input rate msg/s", *_cells(suite.summary(LATENCY, SERVICE, "achieved_rate"))],
-    ]
-    offered = suite.params.get("latency_rate")
+    rows = []
+    for variant in sorted(suite.variants(LATENCY), key=_latency_order):
+        rows.append(
+            [
+                _latency_name(variant),
+                _num(suite.median(LATENCY, variant, "offered_rate")),
+                *(spread(suite, LATENCY, variant, k) for k in ("p50_ms", "p95_ms", "p99_ms")),
+                *(spread(suite, LATENCY, variant, k) for k in ("visible_p50_ms", "visible_p99_ms")),
+                _num(suite.median(LATENCY, variant, "processing_p99_ms"), 2),
+            ]
+        )
+    half = suite.params.get("latency_rate")
     source = suite.params.get("latency_rate_source", "")
     return [
-        f"## Latency — fixed offered rate {_num(offered)} msg/s ({source}), echo, HRV off, cache off",
+        f"## Latency — offered rates of 25/50/75% of W1 (b) (50% = {_num(half)} msg/s, {source}), "
+        f"and 50% of W1 (e) ({_num(suite.params.get('latency_rate_eos'))} msg/s), echo, HRV off, cache off",
         "",
-        "End-to-end = result's log-append timestamp − input record's create timestamp (ms resolution, "
-        "one clock: the broker and the load generator share the machine), matched by the "
-        f"`source-partition`/`source-offset` headers; the first {suite.params.get('latency_warmup_s', 1)} s "
-        f"of input is warm-up and not counted; {suite.params.get('latency_duration_s', '?')} s of input per "
-        "repetition.",
+        "End-to-end ms against the input record's create time (one clock: the generator and the broker "
+        "share the machine), matched by the `source-partition`/`source-offset` headers: *append* is the "
+        "result's log-append time (the target's measure for at least once); *visible* is when a "
+        "`read_committed` reader process (running in every latency run) was handed it — for exactly once, "
+        "after its transaction committed. The first "
+        f"{suite.params.get('latency_warmup_s', 1)} s of input is warm-up and not counted; "
+        f"{suite.params.get('latency_duration_s', '?')} s of input per run. "
+        "Median (min–max) over repetitions.",
         "",
-        *_table(["", "median", "min", "max"], rows),
-        f"Target: linger ({suite.params.get('linger_ms', 5)} ms) + processing p99 + 50 ms = "
-        f"{_num(latency_target_ms(suite), 1)} ms.",
+        *_table(
+            [
+                "guarantee, load",
+                "offered msg/s",
+                "append p50",
+                "append p95",
+                "append p99",
+                "visible p50",
+                "visible p99",
+                "processing p99",
+            ],
+            rows,
+        ),  # fmt: skip
+        f"Target at 50%: linger ({suite.params.get('linger_ms', 5)} ms, `batch.linger_ms`) + processing p99 "
+        f"+ 50 ms = {_num(latency_target_ms(suite), 1)} ms (the producer's own "
+        f"{suite.params.get('producer_linger_ms', 5)} ms linger is inside the 50 ms).",
         "",
+    ]
+
+
+def _latency_order(variant: str) -> tuple[bool, bool, int]:
+    kind, _, load = variant.partition(" ")
+    return (kind == SERVICE_EOS, "of (e)" in load, int(load.split("%")[0] or 0))
+
+
+def _eos(suite: Suite) -> list[str]:
+    alo = latency_variant(SERVICE, LATENCY_LOAD)
+    eos = latency_variant(SERVICE_EOS, LATENCY_LOAD)
+    own = latency_variant(SERVICE_EOS, LATENCY_LOAD, of_own=True)
+
+    def both(
+        label: str, workload: str, key: str, variants: tuple[str, str], fmt: str = "{:,.1f}"
+    ) -> list[str]:
+        return [label, *(spread(suite, workload, v, key, fmt) for v in variants)]
+
+    rows = [
+        both("W1 msg/s", W1, "msg_s", (SERVICE, SERVICE_EOS), "{:,.0f}"),
+        both("W1 CPU µs/record", W1, "cpu_us_per_record", (SERVICE, SERVICE_EOS)),
+        both("visible p50 ms, same offered rate (50% of W1 (b))", LATENCY, "visible_p50_ms", (alo, eos)),
+        both("visible p99 ms, same offered rate (50% of W1 (b))", LATENCY, "visible_p99_ms", (alo, eos)),
+        both("visible p50 ms at 50% of its own W1 rate", LATENCY, "visible_p50_ms", (alo, own)),
+        both("visible p99 ms at 50% of its own W1 rate", LATENCY, "visible_p99_ms", (alo, own)),
+    ]
+    throughput, cpu = eos_ratio(suite), w1_cpu_eos(suite)
+    cost = []
+    if throughput.value is not None:
+        cost.append(f"{1 - throughput.value:.0%} of the throughput (e/b = {throughput.text()})")
+    if cpu is not None:
+        cost.append(f"{cpu - 1:+.0%} CPU per record")
+    base = suite.median(LATENCY, alo, "visible_p99_ms")
+    for variant, where in ((own, "at 50% of its own rate"), (eos, "at the same offered rate")):
+        if base is not None and (p99 := suite.median(LATENCY, variant, "visible_p99_ms")) is not None:
+            cost.append(f"{p99 - base:+,.0f} ms of visible p99 {where}")
+    return [
+        "## Exactly once vs at least once (issue 12)",
+        "",
+        "Same run, same input topics: W1 (e) beside (b), and the latency runs in both modes "
+        "(`--set delivery.guarantee=exactly_once`: a transaction per input partition, committed every "
+        f"`delivery.transaction_interval_ms` = {suite.params.get('transaction_interval_ms', 100)} ms). "
+        "Exactly once runs at the offered rate of the at-least-once 50% run, and at 50% of its own W1 "
+        "(e) rate: where (e) is well below (b), the first is close to its capacity.",
+        "",
+        *_table(["", "at least once", "exactly once"], rows),
+        f"**Cost of exactly once: {'; '.join(cost) or '–'}.**",
+        "",
+    ]
+
+
+def w1_cpu_eos(suite: Suite) -> float | None:
+    """CPU per record, (e) ÷ (b)."""
+    return ratio(
+        suite.median(W1, SERVICE_EOS, "cpu_us_per_record"), suite.median(W1, SERVICE, "cpu_us_per_record")
+    )
+
+
+def _startup(suite: Suite) -> list[str]:
+    rows = [
+        [
+            "raw aiokafka loop" if variant == RAW else "stream_service",
+            *_cells(suite.summary(STARTUP, variant, "first_result_s"), 2),
+            spread(suite, STARTUP, variant, "assigned_s", "{:.2f}"),
+        ]
+        for variant in suite.variants(STARTUP)
+    ]
+    return [
+        f"## Time to first result ({_count(suite.params.get('startup_backlog', '?'))} requests waiting, "
+        "fresh consumer group)",
+        "",
+        "From spawning the process to the log-append time of its first output (the broker's clock, on "
+        "this machine); *to partitions.assigned* is the part up to the group join (interpreter, imports, "
+        "client start, join).",
+        "",
+        *_table(["process", "first result s median", "min", "max", "to partitions.assigned s"], rows),
     ]
 
 
@@ -352,35 +427,65 @@ def _memory(suite: Suite) -> list[str]:
     for variant in suite.variants(MEMORY):
         rows.append(
             [
-                _count(int(suite.median(MEMORY, variant, "backlog") or 0)),
+                "idle (empty input)"
+                if variant == IDLE
+                else _count(int(suite.median(MEMORY, variant, "backlog") or 0)),
+                _num(suite.median(MEMORY, variant, "in_flight_bound")),
                 *_cells(suite.summary(MEMORY, variant, "peak_rss_mb")),
-                _num(suite.median(MEMORY, variant, "hwm_mb")),
+                spread(suite, MEMORY, variant, "steady_rss_mb"),
+                _num(suite.median(MEMORY, variant, "in_flight")),
                 _num(suite.median(MEMORY, variant, "processed")),
             ]
         )
+    per = rss_per_thousand(suite)
+    notes = [
+        f"- backlog {r.backlog:,}, bound {r.bound:,}: ({r.steady_mb:,.1f} − idle {r.idle_mb:,.1f} MB) ÷ "
+        f"{r.in_flight / 1000:,.2f} = **{r.per_thousand_mb:.1f} MB per 1,000 in flight**"
+        for r in per
+    ]
+    if (slope := rss_slope(per)) is not None:
+        notes.append(
+            f"- between the two bounds at backlog {per[0].backlog:,} (fixed costs such as fetch buffers "
+            f"cancel): {slope:.1f} MB per 1,000 in flight"
+            + (
+                " — negative: the smaller bound used more memory, so something other than the in-flight "
+                "records dominates there"
+                if slope < 0
+                else ""
+            )
+        )
     return [
-        f"## Memory — peak RSS with a backlog, slow processor ({suite.params.get('memory_sleep_ms', 50)} ms, "
-        f"concurrency {suite.params.get('memory_concurrency', '?')}), "
-        f"executor.max_in_flight = {suite.params.get('memory_in_flight', 1000)}",
+        f"## Memory — RSS with a backlog, slow processor ({suite.params.get('memory_sleep_ms', 50)} ms, "
+        f"concurrency {suite.params.get('memory_concurrency', '?')})",
         "",
         f"RSS of the service process (and any children) sampled every 100 ms from its start until "
-        f"{suite.params.get('memory_window_s', '?')} s after `partitions.assigned`; VmHWM is the kernel's "
-        "high-water mark of the main process.",
+        f"{suite.params.get('memory_window_s', '?')} s after `partitions.assigned`; peak is the larger of "
+        "the samples and the kernel's VmHWM. *Steady* is the median of the samples in the second half of "
+        "the window, *in flight* the median of the service's `stream_service_in_flight_requests` gauge "
+        "then; the bound is `executor.max_in_flight`.",
         "",
-        *_table(["backlog", "peak RSS MB median", "min", "max", "VmHWM MB", "processed in window"], rows),
+        *_table(
+            [
+                "backlog",
+                "bound",
+                "peak RSS MB median",
+                "min",
+                "max",
+                "steady RSS MB (min–max)",
+                "in flight",
+                "processed in window",
+            ],
+            rows,
+        ),  # fmt: skip
+        "RSS per 1,000 in-flight requests = (steady RSS − idle steady RSS) ÷ (in flight ÷ 1,000):",
+        "",
+        *(notes or ["- not measured"]),
+        "",
     ]
 
 
-def _targets(suite: Suite) -> list[str]:
-    rows = []
-    for target in targets(suite):
-        status = {None: "not measured", True: "**met**", False: "**missed**"}[target.met]
-        rows.append([target.name, target.measured, status])
-    lines = ["## Targets", "", *_table(["target", "measured (medians)", "status"], rows)]
-    for target in targets(suite):
-        if target.met is False:
-            lines += [f"- {target.name}: {_EXPLAIN}"]
-    return lines
+def _opt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
 
 
 def _name(variant: str) -> str:
@@ -396,7 +501,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m bench.report RESULTS.json", file=sys.stderr)
         return 2
-    sys.stdout.write(render(decode(Path(args[0]).read_bytes())))
+    results = Path(args[0])
+    sys.stdout.write(render(decode(results.read_bytes()), explanations.read(results.with_suffix(".md"))))
     return 0
 
 

@@ -17,19 +17,41 @@ W1 = "W1"
 W2 = "W2"
 W3 = "W3"
 LATENCY = "latency"
+STARTUP = "startup"  # time to first result
 MEMORY = "memory"
 OVERHEADS = "overheads"  # runs as extra W1 variants, sharing W1's input topic per repetition
-WORKLOADS = (W1, OVERHEADS, W2, W3, LATENCY, MEMORY)
+EOS = "eos"  # exactly once: W1 (e) and latency at 50% beside their at-least-once runs
+WORKLOADS = (W1, OVERHEADS, EOS, W2, W3, LATENCY, STARTUP, MEMORY)
 
-# Variant names; RAW and SERVICE are W1's (a) and (b).
+# Variant names. W1: (a) RAW, (a') RAW_ACKS1, (b) SERVICE, (e) SERVICE_EOS.
 RAW = "raw"
+RAW_ACKS1 = "raw-acks1"
 SERVICE = "service"
+SERVICE_EOS = "service-eos"
 AUDIT = "service+audit"
 NO_METRICS = "service-metrics"
 CACHE = "service+cache"
 TRACING = "service+tracing"
 ASYNC = "async"
 PROCESS = "process"
+# Memory: the service with nothing to read (its baseline RSS).
+IDLE = "idle"
+
+
+def w2_variant(kind: str, concurrency: int) -> str:
+    """W2's variant name: ``raw C=64``, ``service C=256``."""
+    return f"{kind} C={concurrency}"
+
+
+def latency_variant(kind: str, load_percent: int, *, of_own: bool = False) -> str:
+    """The latency variant name: ``service 50%``, ``service-eos 50%`` (percent of W1 (b)'s rate), or
+    ``service-eos 50% of (e)`` (percent of the exactly-once W1 (e) rate)."""
+    return f"{kind} {load_percent}%" + (" of (e)" if of_own else "")
+
+
+def backlog_variant(backlog: int, bound: int) -> str:
+    """The memory variant name: ``backlog 200,000, bound 1,000`` (``executor.max_in_flight``)."""
+    return f"backlog {backlog:,}, bound {bound:,}"
 
 
 class Run(msgspec.Struct, kw_only=True):
@@ -37,8 +59,12 @@ class Run(msgspec.Struct, kw_only=True):
 
     ``values`` keys used by the report: ``msg_s`` (records / seconds from partitions assigned to
     all offsets committed), ``msg_s_acked`` (same, to the last result acknowledged), ``elapsed_s``,
-    ``cpu_s``, ``peak_rss_mb``, ``p50_ms``, ``p99_ms``, ``processing_p99_ms``, ``offered_rate``,
-    ``achieved_rate``, ``backlog``, ``processed``.
+    ``cpu_s`` (whole process), ``cpu_us_per_record`` (CPU from partitions assigned to done, per
+    record), ``peak_rss_mb``; latency: ``p50_ms``, ``p95_ms``, ``p99_ms`` (log-append time),
+    ``visible_p50_ms``, ``visible_p95_ms``, ``visible_p99_ms`` (seen by a read_committed reader),
+    ``processing_p99_ms``, ``offered_rate``, ``achieved_rate``; startup: ``first_result_s``,
+    ``assigned_s``; memory: ``backlog``, ``in_flight_bound``, ``processed``, ``steady_rss_mb``,
+    ``in_flight``.
     """
 
     workload: str
@@ -71,7 +97,7 @@ class Suite(msgspec.Struct, kw_only=True):
     finished_at: str = ""
     wall_s: float = 0.0
     quick: bool = False
-    reps: int = 3
+    reps: int = 5
     bootstrap: str = ""
     broker: str = ""  # "provisioned LocalKafka" or "external"
     params: dict[str, Any] = {}

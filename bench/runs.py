@@ -1,4 +1,6 @@
-"""One measured run of each kind: drain a backlog (W1, W2, W3), offered-rate latency, memory.
+"""One measured run of each kind: drain a backlog (W1, W2, W3), time to first result, memory.
+
+(The offered-rate latency run is :mod:`bench.latency`.)
 
 Each run gets fresh results/errors topics and a fresh consumer group, starts the process under
 test as a child, measures it from outside, stops it and deletes its output topics.
@@ -12,14 +14,12 @@ last result acknowledged and its offset committed". The same definition times th
 from __future__ import annotations
 
 import asyncio
+import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import msgspec
 
 from bench.broker import (
     INPUT_PARTITIONS,
@@ -32,7 +32,6 @@ from bench.broker import (
     unique,
 )
 from bench.child import Child, service_argv
-from bench.stats import percentile
 from stream_service.tools.produce import produce_requests
 
 PROMPT_BYTES = 170  # with the other fields, a request record of about 300 bytes
@@ -79,6 +78,7 @@ async def drain_run(
     acked_at = committed_at = None
     peak_rss = 0.0
     usage: dict[str, float] = {}
+    cpu_at_assigned: float | None = None
     try:
         async with Progress(bench.bootstrap, input_topic, outputs) as progress:
             target = await progress.input_end()
@@ -92,6 +92,8 @@ async def drain_run(
                     raise TimeoutError(f"{name}: not done after {timeout_s:g} s:\n{child.tail()}")
                 if polls % _USAGE_EVERY == 0 and (sample := child.usage()):
                     usage, peak_rss = sample, max(peak_rss, sample["rss_mb"])
+                if cpu_at_assigned is None and child.scan() is not None and (sample := child.usage()):
+                    cpu_at_assigned = sample["cpu_s"]  # the CPU of starting up is not the records'
                 polls += 1
                 if acked_at is None and await progress.output_end() >= target:
                     acked_at = time.time()
@@ -109,103 +111,57 @@ async def drain_run(
         await delete_topics(bench.bootstrap, [outputs.results, outputs.errors])
     elapsed = committed_at - started
     child.log_path.unlink(missing_ok=True)
+    cpu_s = usage.get("cpu_s", 0.0)
     return {
         "msg_s": total / elapsed,
         "msg_s_acked": total / ((acked_at or committed_at) - started),
         "elapsed_s": elapsed,
-        "cpu_s": usage.get("cpu_s", 0.0),
+        "cpu_s": cpu_s,
+        "cpu_us_per_record": (cpu_s - (cpu_at_assigned or 0.0)) / total * 1e6,
         "peak_rss_mb": max(peak_rss, usage.get("hwm_mb", 0.0)),
     }
 
 
-class _Timing(msgspec.Struct):
-    processing_time: float = 0.0
+async def startup_run(bench: Bench, name: str, input_topic: str, argv_for: ArgvFor) -> dict[str, float]:
+    """Time to first result: from spawning the child to the log-append time of its first output.
 
-
-async def latency_run(
-    bench: Bench,
-    *,
-    rate: float,
-    duration_s: float,
-    warmup_s: float,
-    seed: int,
-    settings: Mapping[str, object],
-) -> dict[str, float]:
-    """Offer ``rate`` msg/s for ``duration_s`` to a running service; end-to-end latency percentiles.
-
-    Latency is the result's log-append time minus its input's create time (both in ms).
+    ``input_topic`` holds a small backlog, so there is work the moment the child has joined;
+    the output's LogAppendTime is the broker's clock on this machine, the spawn time ours.
     """
-    input_topic = unique("latency-in")
-    await create_topics(bench.bootstrap, {input_topic: INPUT_PARTITIONS})
-    outputs = await new_outputs(bench.bootstrap, "latency", log_append_time=True)
-    count = max(1, int(rate * duration_s))
-    argv = service_argv(bench.bootstrap, input_topic, outputs, processor="echo", settings=settings)
-    child = Child(argv, bench.log_path("latency"))
+    outputs = await new_outputs(bench.bootstrap, name, log_append_time=True)
+    child = Child(argv_for(outputs), bench.log_path(name))
+    first: list[int] = []
     try:
-        await child.start()
-        await child.wait_assigned()
-        stats = await produce_requests(
-            bench.bootstrap, input_topic, count, rate=rate, prompt_bytes=PROMPT_BYTES, seed=seed
-        )
         async with Progress(bench.bootstrap, input_topic, outputs) as progress:
-            deadline = time.monotonic() + 60.0 + count / 500.0
-            while await progress.committed() < count:
-                child.check_alive()
+            await child.start()
+            deadline = time.monotonic() + _JOIN_TIMEOUT_S
+            while await progress.output_end() < 1:
+                if child.proc is not None and child.proc.returncode not in (None, 0):
+                    child.check_alive()
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"latency: results incomplete:\n{child.tail()}")
-                await asyncio.sleep(0.1)
+                    raise TimeoutError(f"{name}: no result after {_JOIN_TIMEOUT_S:g} s:\n{child.tail()}")
+                await asyncio.sleep(_POLL_S)
         await child.stop()
-        created: dict[tuple[int, int], int] = {}
-        await read_topic(
-            bench.bootstrap, input_topic, lambda p, r: created.__setitem__((p, r.offset), r.timestamp)
-        )
-        answered = _Answered(created, warmup_ms=min(created.values(), default=0) + warmup_s * 1000.0)
-        await read_topic(bench.bootstrap, outputs.results, answered.add)
+        assigned = child.scan()
+        await read_topic(bench.bootstrap, outputs.results, lambda _p, r: first.append(r.timestamp))
     finally:
         await child.stop()
-        await delete_topics(bench.bootstrap, [input_topic, outputs.results, outputs.errors])
-    if not answered.latencies_ms:
-        raise RuntimeError("latency: no results after the warm-up")
+        await delete_topics(bench.bootstrap, [outputs.results, outputs.errors])
+    if child.started_at is None or assigned is None or not first:
+        raise RuntimeError(f"{name}: no partitions.assigned line or no result in {child.log_path}")
     child.log_path.unlink(missing_ok=True)
-    lat = sorted(answered.latencies_ms)
     return {
-        "p50_ms": percentile(lat, 50, presorted=True),
-        "p99_ms": percentile(lat, 99, presorted=True),
-        "max_ms": lat[-1],
-        "processing_p99_ms": percentile(answered.processing_ms, 99),
-        "offered_rate": rate,
-        "achieved_rate": stats.rate_per_s,
-        "measured": float(len(lat)),
+        "first_result_s": min(first) / 1000.0 - child.started_at,
+        "assigned_s": assigned - child.started_at,
     }
-
-
-class _Answered:
-    """Collects latencies of results matched to their inputs by the lineage headers."""
-
-    def __init__(self, created: dict[tuple[int, int], int], warmup_ms: float) -> None:
-        self._created = created
-        self._warmup_ms = warmup_ms
-        self._decode = msgspec.json.Decoder(_Timing).decode
-        self.latencies_ms: list[float] = []
-        self.processing_ms: list[float] = []
-
-    def add(self, _partition: int, record: Any) -> None:
-        if record.timestamp_type != _LOG_APPEND_TIME:
-            raise RuntimeError("the results topic does not use LogAppendTime; latency would be wrong")
-        headers = dict(record.headers or ())  # aiokafka: [(str, bytes), ...]
-        source = (int(headers["source-partition"]), int(headers["source-offset"]))
-        created = self._created.get(source)
-        if created is None or created < self._warmup_ms:
-            return
-        self.latencies_ms.append(float(record.timestamp - created))
-        self.processing_ms.append(self._decode(record.value).processing_time * 1000.0)
 
 
 async def memory_run(
     bench: Bench, name: str, input_topic: str, *, window_s: float, settings: Mapping[str, object]
 ) -> dict[str, float]:
-    """Peak RSS of a service working through a backlog, sampled every 100 ms until ``window_s``
-    after it joined; also how many records it committed in that time."""
+    """RSS of a service working through a backlog (or idle, with an empty input), sampled every
+    100 ms until ``window_s`` after it joined: the peak, the steady state (median of the second
+    half of the window) and the in-flight requests then (its metrics); how many it committed."""
     outputs = await new_outputs(bench.bootstrap, name)
     argv = service_argv(
         bench.bootstrap, input_topic, outputs, processor="python:bench.plugins:sleep50", settings=settings
@@ -213,17 +169,29 @@ async def memory_run(
     child = Child(argv, bench.log_path(name))
     peak = 0.0
     hwm = 0.0
+    steady: list[float] = []
+    in_flight: list[float] = []
     try:
         async with Progress(bench.bootstrap, input_topic, outputs) as progress:
             await child.start()
             end: float | None = None
             join_deadline = time.time() + _JOIN_TIMEOUT_S
+            port: int | None = None
             while end is None or time.time() < end:
                 child.check_alive()
                 if end is None and time.time() > join_deadline:
                     raise TimeoutError(f"{name}: no partitions.assigned within {_JOIN_TIMEOUT_S:g} s")
                 if sample := child.usage():
                     peak, hwm = max(peak, sample["rss_mb"]), sample["hwm_mb"]
+                    if end is not None and time.time() > end - window_s / 2:
+                        steady.append(sample["rss_mb"])
+                        if port is None and (line := child.find_event("ops.listening")):
+                            port = int(line["port"])
+                        if (
+                            port is not None
+                            and (value := await scrape_gauge(port, IN_FLIGHT_GAUGE)) is not None
+                        ):
+                            in_flight.append(value)
                 if end is None and (assigned := child.scan()) is not None:
                     end = assigned + window_s
                 await asyncio.sleep(0.1)
@@ -233,4 +201,40 @@ async def memory_run(
         await delete_topics(bench.bootstrap, [outputs.results, outputs.errors])
     child.log_path.unlink(missing_ok=True)
     # VmHWM catches a spike between samples (main process only); the samples include children.
-    return {"peak_rss_mb": max(peak, hwm), "hwm_mb": hwm, "processed": float(processed)}
+    values = {"peak_rss_mb": max(peak, hwm), "hwm_mb": hwm, "processed": float(processed)}
+    if steady:
+        values["steady_rss_mb"] = statistics.median(steady)
+    if in_flight:
+        values["in_flight"] = statistics.median(in_flight)
+    return values
+
+
+IN_FLIGHT_GAUGE = "stream_service_in_flight_requests"
+
+
+async def scrape_gauge(port: int, name: str, timeout_s: float = 1.0) -> float | None:
+    """The value of an unlabelled gauge on the child's ``/metrics`` page, None when unreadable."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                await writer.drain()
+                body = await reader.read()
+            finally:
+                writer.close()
+    except (OSError, TimeoutError):
+        return None
+    return gauge_value(body.decode(errors="replace"), name)
+
+
+def gauge_value(exposition: str, name: str) -> float | None:
+    """The value of the unlabelled sample ``name`` in Prometheus text exposition, or None."""
+    for line in exposition.splitlines():
+        metric, _, value = line.partition(" ")
+        if metric == name:
+            try:
+                return float(value.split()[0])
+            except (ValueError, IndexError):
+                return None
+    return None
