@@ -86,9 +86,7 @@ async def run_once(bench: Bench, replicas: int, count: int, concurrency: int, se
         await delete_topics(bench.bootstrap, [topic, outputs.results, outputs.errors])
 
 
-def render(
-    results: dict[int, list[Run]], *, count: int, concurrency: int, command: str, broker: str
-) -> str:
+def render(results: dict[int, list[Run]], *, count: int, concurrency: int, command: str, broker: str) -> str:
     """The markdown section: per replica count, the median rate, speed-up and share of linear."""
     bound = concurrency / WAIT_S
     base = statistics.median(r.total for r in results[min(results)])

@@ -14,7 +14,19 @@ REPO = Path(__file__).resolve().parents[2]
 RUNTIME_LOCK = REPO / "requirements.lock"
 DEV_LOCK = REPO / "requirements-dev.lock"
 # What must never reach the production image (the dev extras and what only they bring in).
-DEV_ONLY = {"pytest", "mypy", "ruff", "hypothesis", "testcontainers", "docker", "kubernetes-validate"}
+DEV_ONLY = {
+    "pytest",
+    "mypy",
+    "ruff",
+    "hypothesis",
+    "testcontainers",
+    "docker",
+    "kubernetes-validate",
+    "py-spy",
+}
+# The extras a configuration switches on (processor.name=http, tracing.enabled, a compression codec):
+# the image installs requirements.lock alone, so it must hold them all.
+RUNTIME_EXTRAS = ("http", "otel", "compression")
 _PIN = re.compile(r"^([A-Za-z0-9_.-]+)==(\S+)")
 
 
@@ -70,6 +82,13 @@ def test_runtime_lock_holds_the_runtime_dependencies_and_no_dev_tool() -> None:
     assert {normalise(r) for r in project["dependencies"]} <= set(runtime)
     assert not DEV_ONLY & set(runtime), f"dev tools in the runtime lock: {DEV_ONLY & set(runtime)}"
     assert all(hashes for _, hashes in runtime.values()), "every pin needs --hash lines"
+
+
+def test_runtime_lock_holds_the_extras_a_setting_switches_on() -> None:
+    """The image (requirements.lock only) can run the http processor, tracing and every codec."""
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    wanted = {normalise(r) for extra in RUNTIME_EXTRAS for r in extras[extra]}
+    assert wanted <= set(pins(RUNTIME_LOCK)), f"missing: {wanted - set(pins(RUNTIME_LOCK))}"
 
 
 def test_dev_lock_adds_the_dev_extras_on_the_runtime_pins() -> None:
