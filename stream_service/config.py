@@ -22,7 +22,9 @@ naming the setting, where its value came from and what is allowed::
     invalid setting batch.max_size = -3 (from env STREAM_SERVICE_BATCH__MAX_SIZE): expected an integer > 0
 
 The settings themselves (frozen Structs, defaults, limits) live in :mod:`stream_service.settings`
-and are re-exported here; the command-line flags in :mod:`stream_service.config_cli`.
+and are re-exported here; the command-line flags in :mod:`stream_service.config_cli`; converting
+one value in :mod:`stream_service.config_values`; the rules that span fields in
+:mod:`stream_service.config_rules`. Only this module reads the environment and files.
 
 Secrets (any field named ``*password``, ``*secret``, ``*api_key``, ``*token``) are shown as
 ``***`` by ``repr()``, :func:`redacted` and ``stream-service config``. ``msgspec.to_builtins``
@@ -31,24 +33,22 @@ on a Config does reveal them: use :func:`redacted` to show a configuration.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
-import re
 import tomllib
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple, get_args
+from typing import Any
 
 import msgspec
-import msgspec.inspect as mi
 
-from stream_service import client_options, oauth
+from stream_service import client_options
+from stream_service.config_rules import check_rules
+from stream_service.config_values import Value, convert, invalid, suggest
 from stream_service.errors import ConfigError
 from stream_service.settings import (
     ENV_PREFIX,
-    REDACTED,
     SECTIONS,
     SETTINGS,
     BatchSettings,
@@ -71,7 +71,6 @@ from stream_service.settings import (
     describe,
     is_secret,
     redact_tree,
-    redact_url,
 )
 
 __all__ = [
@@ -109,7 +108,7 @@ BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 # STREAM_SERVICE_* variables that are not settings: read by the local-Kafka dev tool, or (like the
 # default of processor.http.api_key_env) holding a secret. Any other unknown one is a typo.
 _ENV_NOT_SETTINGS = frozenset({CONFIG_FILE_ENV, "STREAM_SERVICE_KAFKA_CACHE", "STREAM_SERVICE_KAFKA_VERSION"})
-_SOURCE_RANK = {"default": 0, "file": 1, "env": 2, "flag": 3}
+
 # Settings that no longer exist, and what to set instead: an old config gets this, not "unknown".
 _REMOVED = {
     "processor.http.max_retries": (
@@ -120,9 +119,6 @@ _REMOVED = {
 OPENAI_API_KEY_ENV = "OPENAI_API_KEY"
 OPENAI_BASE_URL_ENV = "OPENAI_BASE_URL"
 OTEL_TRACES_EXPORTER_ENV = "OTEL_TRACES_EXPORTER"
-_PROCESSOR_NAME = re.compile(r"resonance|http|echo|python:[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
-
-
 _BY_ENV = {s.env_var: s for s in SETTINGS.values()}
 # Tables of plain values whose entries a flag may set one by one (``-X fetch.min.bytes=1``, or
 # ``--set kafka.client_options.fetch.min.bytes=1``), over the table of the earlier sources.
@@ -130,107 +126,7 @@ _ENTRY_TABLES = ("kafka.client_options", "processor.options")
 CLIENT_OPTIONS = "kafka.client_options"
 
 
-class _Value(NamedTuple):
-    raw: object
-    source: str  # "file <path>", "env VAR", "flag --name"
-    text: bool  # typed as text (environment, command line): parse it, convert it leniently
-
-
-def _suggest(word: str, candidates: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=1)
-    return f"; did you mean {close[0]}?" if close else ""
-
-
-def _show(value: object, text: bool) -> str:
-    if value is None:
-        return "none"
-    if text and isinstance(value, str):
-        return redact_url(value)
-    try:
-        return redact_url(msgspec.json.encode(redact_tree(value)).decode())
-    except (TypeError, msgspec.EncodeError):
-        return redact_url(repr(value))
-
-
-def _invalid(name: str, value: object, source: str, allowed: str) -> ConfigError:
-    text = source.startswith(("env ", "flag "))
-    shown = REDACTED if is_secret(name) and value is not None else redact_url(_show(value, text))
-    return ConfigError(f"invalid setting {name} = {shown} (from {source}): expected {allowed}")
-
-
-def _inner(info: mi.Type | None, field: str | None) -> mi.Type | None:
-    """The type one step (a struct field, or a table/list item when ``field`` is None) inside ``info``."""
-    for t in info.types if isinstance(info, mi.UnionType) else (info,):
-        if field is not None and isinstance(t, mi.StructType):
-            return next((f.type for f in t.fields if f.name == field), None)
-        if field is None and isinstance(t, mi.DictType | mi.ListType):
-            return t.value_type if isinstance(t, mi.DictType) else t.item_type
-    return None
-
-
-def _explain(
-    exc: msgspec.ValidationError, name: str, raw: object, info: mi.Type, value: _Value
-) -> ConfigError:
-    """Turn msgspec's ``... - at `$.a[0].b``` into our one line, naming the setting at that path."""
-    message, _, path = str(exc).partition(" - at `$")
-    node: object = raw
-    at: mi.Type | None = info
-    for field, index in re.findall(r"\.([^.\[`]+)|\[([^\]]*)\]", path):
-        at = _inner(at, field or None)
-        name += f".{field}" if field else f"[{index}]"
-        if field:
-            node = node.get(field) if isinstance(node, dict) else None
-        else:
-            node = node[int(index)] if isinstance(node, list) and index.isdigit() else None
-    unknown = re.match(r"Object contains unknown field `(.*)`", message)
-    if unknown:
-        known = ", ".join(f.name for f in at.fields) if isinstance(at, mi.StructType) else "none"
-        return ConfigError(f"unknown setting {name}.{unknown[1]} (from {value.source}); known: {known}")
-    allowed = describe(at) if at is not None else message[:1].lower() + message[1:]
-    return _invalid(name, node, value.source, allowed)
-
-
-def _convert(key: str, value: _Value) -> Any:
-    """One provided value, converted into its setting's type; raises ConfigError naming the source."""
-    setting = SETTINGS[key]
-    raw = value.raw
-    if (
-        value.text
-        and isinstance(raw, str)
-        and raw
-        and isinstance(setting.info, mi.DictType | mi.ListType | mi.StructType)
-    ):
-        try:
-            raw = msgspec.json.decode(raw)
-        except msgspec.DecodeError as exc:
-            # Not echoed: a malformed table may hold a secret (processor.options) that redaction,
-            # which works on parsed keys, cannot find.
-            allowed = f"{setting.allowed}, written as JSON ({exc})"
-            raise ConfigError(
-                f"invalid setting {key} = <not JSON> (from {value.source}): expected {allowed}"
-            ) from None
-    if isinstance(setting.info, mi.UnionType) and setting.info.includes_none:
-        # TOML and the environment have no null: an empty value (or, as text, "null") unsets it.
-        if raw == "" or (value.text and raw == "null"):
-            return None
-    strict = not value.text
-    try:
-        if isinstance(setting.info, mi.DictType) and isinstance(raw, dict):
-            # One entry at a time, so an error can name the entry (msgspec reports keys as [...]).
-            item_type, item_info = get_args(setting.type)[1], setting.info.value_type
-            converted = {}
-            for item_key, item in raw.items():
-                try:
-                    converted[item_key] = msgspec.convert(item, item_type, strict=strict)
-                except msgspec.ValidationError as exc:
-                    raise _explain(exc, f"{key}.{item_key}", item, item_info, value) from None
-            return msgspec.convert(converted, setting.type)
-        return msgspec.convert(raw, setting.type, strict=strict)
-    except msgspec.ValidationError as exc:
-        raise _explain(exc, key, raw, setting.info, value) from None
-
-
-def _read_file(path: str, origin: str) -> dict[str, _Value]:
+def _read_file(path: str, origin: str) -> dict[str, Value]:
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -240,7 +136,7 @@ def _read_file(path: str, origin: str) -> dict[str, _Value]:
         raise ConfigError(f"cannot read config file {path} (from {origin}): {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    out: dict[str, _Value] = {}
+    out: dict[str, Value] = {}
     _flatten(data, "", f"file {path}", out)
     return out
 
@@ -249,29 +145,29 @@ def _removed(key: str, source: str) -> ConfigError:
     return ConfigError(f"setting {key} (from {source}) was removed: {_REMOVED[key]}")
 
 
-def _flatten(table: dict[str, Any], prefix: str, source: str, out: dict[str, _Value]) -> None:
+def _flatten(table: dict[str, Any], prefix: str, source: str, out: dict[str, Value]) -> None:
     for name, raw in table.items():
         key = prefix + name
         if key in _REMOVED:
             raise _removed(key, source)
         if key in SETTINGS:
-            out[key] = _Value(raw, source, False)
+            out[key] = Value(raw, source, False)
         elif key in SECTIONS:
             if not isinstance(raw, dict):
-                raise _invalid(key, raw, source, f"a table [{key}]")
+                raise invalid(key, raw, source, f"a table [{key}]")
             _flatten(raw, key + ".", source, out)
         else:
-            hint = _suggest(key, [*SETTINGS, *SECTIONS])
+            hint = suggest(key, [*SETTINGS, *SECTIONS])
             raise ConfigError(f"unknown setting {key} (from {source}){hint}")
 
 
-def _read_env(environ: Mapping[str, str]) -> dict[str, _Value]:
-    out: dict[str, _Value] = {}
+def _read_env(environ: Mapping[str, str]) -> dict[str, Value]:
+    out: dict[str, Value] = {}
     if BOOTSTRAP_ENV in environ:  # the conventional name; STREAM_SERVICE_KAFKA__BOOTSTRAP_SERVERS wins
-        out["kafka.bootstrap_servers"] = _Value(environ[BOOTSTRAP_ENV], f"env {BOOTSTRAP_ENV}", True)
+        out["kafka.bootstrap_servers"] = Value(environ[BOOTSTRAP_ENV], f"env {BOOTSTRAP_ENV}", True)
     for name, raw in environ.items():
         if (setting := _BY_ENV.get(name)) is not None:
-            out[setting.key] = _Value(raw, f"env {name}", True)
+            out[setting.key] = Value(raw, f"env {name}", True)
     return out
 
 
@@ -288,7 +184,7 @@ def _check_env_names(environ: Mapping[str, str], values: Mapping[str, Any]) -> N
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         if name not in _BY_ENV and name not in allowed:
-            hint = _suggest(name, _BY_ENV) or f"; settings are {ENV_PREFIX}<SECTION>__<FIELD>"
+            hint = suggest(name, _BY_ENV) or f"; settings are {ENV_PREFIX}<SECTION>__<FIELD>"
             raise ConfigError(f"unknown environment variable {name}: no setting reads it{hint}")
 
 
@@ -315,9 +211,9 @@ def _resolve_api_key(environ: Mapping[str, str], values: dict[str, Any], sources
         try:
             secret = Path(path).read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
-            raise _invalid(file_key, path, sources[file_key], f"a readable file ({exc})") from None
+            raise invalid(file_key, path, sources[file_key], f"a readable file ({exc})") from None
         if not secret:
-            raise _invalid(file_key, path, sources[file_key], "a file holding the API key (it is empty)")
+            raise invalid(file_key, path, sources[file_key], "a file holding the API key (it is empty)")
         values[key], sources[key] = secret, f"file {path}"
         return
     for var in (values.get(env_key, SETTINGS[env_key].default), OPENAI_API_KEY_ENV):
@@ -331,7 +227,7 @@ def _resolve_tracing(environ: Mapping[str, str], values: dict[str, Any], sources
     key = "tracing.exporter"
     if key in values or not (raw := environ.get(OTEL_TRACES_EXPORTER_ENV, "").strip()):
         return
-    values[key] = _convert(key, _Value(raw.lower(), f"env {OTEL_TRACES_EXPORTER_ENV}", True))
+    values[key] = convert(key, Value(raw.lower(), f"env {OTEL_TRACES_EXPORTER_ENV}", True))
     sources[key] = f"env {OTEL_TRACES_EXPORTER_ENV}"
 
 
@@ -383,86 +279,6 @@ def _resolve_proxy(environ: Mapping[str, str], values: dict[str, Any], sources: 
                 return
 
 
-def _get(config: Config, key: str) -> Any:
-    value: Any = config
-    for part in key.split("."):
-        value = getattr(value, part)
-    return value
-
-
-def _check_rules(config: Config, sources: Mapping[str, str]) -> None:
-    """The rules that span fields (msgspec checks each field on its own)."""
-
-    def source(key: str) -> str:
-        return sources.get(key, "default")
-
-    def ordered(lower: str, upper: str, *, strict: bool = False) -> None:
-        low, high = _get(config, lower), _get(config, upper)
-        if low < high or (low == high and not strict):
-            return
-        # Blame the setting from the later source: it is the one just changed.
-        if _SOURCE_RANK[source(upper).split()[0]] >= _SOURCE_RANK[source(lower).split()[0]]:
-            blame, other, relation = upper, lower, ">" if strict else ">="
-        else:
-            blame, other, relation = lower, upper, "<" if strict else "<="
-        allowed = f"a value {relation} {other} ({_show(_get(config, other), False)}, from {source(other)})"
-        raise _invalid(blame, _get(config, blame), source(blame), allowed)
-
-    # initial_size is a starting point, clamped into [min_size, max_size]: lowering max_size alone
-    # must not force the operator to lower initial_size too.
-    ordered("batch.min_size", "batch.max_size")
-    ordered("retry.initial_backoff_s", "retry.max_backoff_s")
-    ordered("kafka.heartbeat_interval_ms", "kafka.session_timeout_ms", strict=True)
-    _check_kafka_rules(config, source)
-    for key in ("kafka.ssl_cafile", "kafka.ssl_certfile", "kafka.ssl_keyfile"):
-        if (path := _get(config, key)) is not None and not os.path.isfile(path):
-            raise _invalid(key, path, source(key), "the path of an existing file")
-    if not _PROCESSOR_NAME.fullmatch(config.processor.name):
-        allowed = "resonance, http, echo, or python:package.module:attribute"
-        raise _invalid("processor.name", config.processor.name, source("processor.name"), allowed)
-    if config.processor.name == "http" and config.processor.http.timeout_s is not None:
-        # The processor's limit must fit in the engine's, or the engine cuts every slow call first.
-        ordered("processor.http.timeout_s", "executor.request_timeout_s")
-
-
-def _check_kafka_rules(config: Config, source: Any) -> None:
-    """SASL credentials by mechanism, the OAUTHBEARER token provider, codecs, static membership."""
-    k = config.kafka
-    protocol = k.security_protocol
-    if protocol.startswith("SASL_"):
-        when = f"kafka.security_protocol is {protocol} (from {source('kafka.security_protocol')})"
-        needed = ["kafka.sasl_mechanism"]
-        if k.sasl_mechanism == "OAUTHBEARER":
-            needed.append("kafka.sasl_oauth_token_provider")
-            when = f"kafka.sasl_mechanism is OAUTHBEARER (from {source('kafka.sasl_mechanism')})"
-        elif k.sasl_mechanism is not None:
-            needed += ["kafka.sasl_username", "kafka.sasl_password"]
-        for key in needed:
-            if _get(config, key) is None:
-                allowed = SETTINGS[key].allowed.removesuffix(", or none")
-                if key == "kafka.sasl_oauth_token_provider":
-                    allowed = "file:PATH or python:package.module:attribute"
-                raise _invalid(key, None, source(key), f"{allowed} when {when}")
-    provider = "kafka.sasl_oauth_token_provider"
-    if k.sasl_oauth_token_provider is not None:
-        if k.sasl_mechanism != "OAUTHBEARER":
-            mechanism = f"{k.sasl_mechanism or 'unset'}, from {source('kafka.sasl_mechanism')}"
-            allowed = f"none unless kafka.sasl_mechanism is OAUTHBEARER (it is {mechanism})"
-            raise _invalid(provider, k.sasl_oauth_token_provider, source(provider), allowed)
-        if (problem := oauth.spec_problem(k.sasl_oauth_token_provider)) is not None:
-            raise _invalid(provider, k.sasl_oauth_token_provider, source(provider), problem)
-    if (missing := client_options.missing_codec(k.compression_type)) is not None:
-        allowed = f"a codec this installation has: {missing}"
-        raise _invalid(
-            "kafka.compression_type", k.compression_type, source("kafka.compression_type"), allowed
-        )
-    if k.group_instance_id is not None and not k.group_instance_id.strip():
-        allowed = "a name unique to this replica (e.g. its pod name), or none"
-        raise _invalid(
-            "kafka.group_instance_id", k.group_instance_id, source("kafka.group_instance_id"), allowed
-        )
-
-
 def _entry_table(key: str) -> str | None:
     """The table setting a flag ``<table>.<entry>`` sets one entry of, or None."""
     return next((table for table in _ENTRY_TABLES if key.startswith(table + ".")), None)
@@ -481,7 +297,7 @@ def _merge_entries(
             merged[entry] = raw
             entry_sources[f"{table}.{entry}"] = label
         labels = ", ".join(label for _, label in items.values())
-        values[table] = _convert(table, _Value(merged, labels, False))
+        values[table] = convert(table, Value(merged, labels, False))
         sources[table] = f"{sources[table]}, {labels}" if table in sources else labels
 
 
@@ -497,7 +313,7 @@ def _normalise_client_options(
         try:
             option = client_options.parse(name, value)
         except ValueError as exc:
-            raise _invalid(key, value, entry_sources.get(key, sources[CLIENT_OPTIONS]), str(exc)) from None
+            raise invalid(key, value, entry_sources.get(key, sources[CLIENT_OPTIONS]), str(exc)) from None
         normalised[option.keyword] = option.value
     values[CLIENT_OPTIONS] = normalised
 
@@ -511,7 +327,7 @@ def load_config_with_sources(
 ) -> tuple[Config, dict[str, str]]:
     """Like :func:`load_config`, also returning where each non-default setting came from."""
     environ = os.environ if environ is None else environ
-    provided: dict[str, _Value] = {}
+    provided: dict[str, Value] = {}
     origin = "flag --config"
     if file is None and environ.get(CONFIG_FILE_ENV):
         file, origin = environ[CONFIG_FILE_ENV], f"env {CONFIG_FILE_ENV}"
@@ -527,9 +343,9 @@ def load_config_with_sources(
             entries.setdefault(table, {})[key.removeprefix(table + ".")] = (raw, label)
             continue
         if key not in SETTINGS:
-            raise ConfigError(f"unknown setting {key} (from {label})" + _suggest(key, SETTINGS))
-        provided[key] = _Value(raw, label, isinstance(raw, str))
-    values = {key: _convert(key, value) for key, value in provided.items()}
+            raise ConfigError(f"unknown setting {key} (from {label})" + suggest(key, SETTINGS))
+        provided[key] = Value(raw, label, isinstance(raw, str))
+    values = {key: convert(key, value) for key, value in provided.items()}
     sources = {key: value.source for key, value in provided.items()}
     entry_sources: dict[str, str] = {}
     _merge_entries(entries, values, sources, entry_sources)
@@ -548,7 +364,7 @@ def load_config_with_sources(
         config = msgspec.convert(nested, Config)
     except msgspec.ValidationError as exc:  # unexpected: each value was converted on its own above
         raise ConfigError(f"invalid configuration: {exc}") from None
-    _check_rules(config, sources)
+    check_rules(config, sources)
     return config, sources
 
 
