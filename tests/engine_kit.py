@@ -125,15 +125,17 @@ class Harness:
         processor: Any = None,
         producer: FakeProducer | None = None,
         tracing: Tracing | None = None,
+        coordinator: FakeTxnCoordinator | None = None,
     ) -> None:
         """``processor`` replaces the scripted FakeProcessor (a LoadedProcessor, say); ``tracing``
-        the one ``cfg.tracing`` describes (an OtelTracing with an in-memory exporter, say)."""
+        the one ``cfg.tracing`` describes (an OtelTracing with an in-memory exporter, say);
+        ``coordinator`` the transactions' fake broker side (one whose producers batch, say)."""
         self.config = cfg
         self.script = Script(seed)
         self.processor = processor if processor is not None else FakeProcessor(self.script)
         self.consumer = FakeConsumer()
         self.producer = producer if producer is not None else FakeProducer()
-        self.coordinator = FakeTxnCoordinator()  # exactly once: the transactions' broker side
+        self.coordinator = coordinator or FakeTxnCoordinator()  # exactly once: the transactions' broker side
         self.consumer.committed = self.coordinator.offsets  # one store of committed offsets
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry, enabled=metrics)

@@ -473,7 +473,10 @@ class FakeTxnCoordinator:
     consumer sees); :attr:`offsets` the offsets committed with them, by (group, partition).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, batching: bool = False, partitions: int = 4) -> None:
+        self.batching = batching  # producers offer create_batch/send_batch, as aiokafka's do
+        self.partition_count = partitions
+        self.batches_sent = 0
         self.epochs: dict[str, int] = {}
         self.committed: list[SentRecord] = []
         self.offsets: dict[TopicPartition, int] = {}
@@ -505,9 +508,16 @@ class FakeTxnCoordinator:
 
 
 class FakeTxnProducer:
-    """A transactional producer: sends go into the open transaction, visible once it commits."""
+    """A transactional producer: sends go into the open transaction, visible once it commits.
+
+    With the coordinator's ``batching``, it also offers ``create_batch``/``send_batch`` (one
+    future per batch; an injected send failure fails the whole batch) and ``partitions_for``.
+    """
 
     def __init__(self, coordinator: FakeTxnCoordinator, transactional_id: str) -> None:
+        if coordinator.batching:
+            self.create_batch = self._create_batch
+            self.send_batch = self._send_batch
         self.coordinator = coordinator
         self.transactional_id = transactional_id
         self.epoch = -1
@@ -550,6 +560,25 @@ class FakeTxnProducer:
         self.pending.append(rec)
         future.set_result(RecordMetadata(topic, 0, TopicPartition(topic, 0), len(self.pending), -1, 0, -1))
         return future
+
+    def _create_batch(self) -> FakeBatch:
+        return FakeBatch(1 << 20)
+
+    async def _send_batch(self, batch: FakeBatch, topic: str, partition: int) -> asyncio.Future[Any]:
+        if not self.in_txn:
+            raise KafkaError("Can't send messages while not in transaction")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.coordinator.batches_sent += 1
+        if self.coordinator._fail_sends:
+            future.set_exception(self.coordinator._fail_sends.pop(0))
+            return future
+        for key, value, headers in batch.records:
+            self.pending.append(SentRecord(topic, value, key, headers, future))
+        future.set_result(RecordMetadata(topic, partition, TopicPartition(topic, partition), 0, -1, 0, -1))
+        return future
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(self.coordinator.partition_count))
 
     async def send_offsets_to_transaction(self, offsets: Mapping[TopicPartition, int], group_id: str) -> None:
         self._check()

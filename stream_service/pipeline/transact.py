@@ -22,11 +22,12 @@ from typing import Any
 
 import structlog
 from aiokafka import TopicPartition
-from aiokafka.errors import InvalidProducerEpoch, KafkaError, MessageSizeTooLargeError, ProducerFenced
+from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
 
 from stream_service.pipeline.encode import OutputEncoder, OutRecord
 from stream_service.pipeline.ledger import Ledger
-from stream_service.pipeline.publish import Done
+from stream_service.pipeline.publish import Done, SendResult
+from stream_service.pipeline.transact_send import TxnSender
 from stream_service.pipeline.transact_state import TxnPartition, error_text
 from stream_service.pipeline.work import PartitionState
 
@@ -69,11 +70,10 @@ class Transactions:
     ) -> None:
         self._start_producer = start_producer
         self._close_producer = close_producer
-        self._encoder = encoder
         self._ledger = ledger
         self._group_id = group_id
         self._prefix = txn_id_prefix
-        self.max_record_bytes = max_record_bytes
+        self._sender = TxnSender(encoder, max_record_bytes)
         self._on_committed = on_committed
         self._on_aborted = on_aborted
         self._clock = clock
@@ -81,6 +81,16 @@ class Transactions:
         self._on_lost: Callable[[TopicPartition], None] | None = None
         self._partitions: dict[TopicPartition, TxnPartition] = {}
         self._log = structlog.get_logger("stream_service.transact")
+
+    @property
+    def max_record_bytes(self) -> int:
+        """Outputs larger than this are replaced by a too_large error (the service lowers it to
+        the output topics' ``max.message.bytes`` at startup)."""
+        return self._sender.max_record_bytes
+
+    @max_record_bytes.setter
+    def max_record_bytes(self, limit: int) -> None:
+        self._sender.max_record_bytes = limit
 
     fences = True  # a new owner reads from the committed offset once its producers fenced the old one
 
@@ -188,42 +198,35 @@ class Transactions:
         async with part.lock:
             if part.dead or part.producer is None:
                 return
+            chunk: list[tuple[OutRecord, asyncio.Future[bool]]] = []
             while part.next_seq in part.waiting:
-                rec, ack = part.waiting.pop(part.next_seq)
+                chunk.append(part.waiting.pop(part.next_seq))
                 part.next_seq += 1
-                try:
-                    if not part.open:
-                        await part.producer.begin_transaction()
-                        part.begin(self._clock())
-                    sent = await self._send(part.producer, rec)
-                except KafkaError as exc:
-                    ack.set_exception(exc)  # publish() aborts (or, fenced, gives the partition up)
+            if not chunk:
+                return
+            results: list[SendResult]
+            try:
+                if not part.open:
+                    await part.producer.begin_transaction()
+                    part.begin(self._clock())
+                results = await self._sender.send(part.producer, [rec for rec, _ in chunk])
+            except KafkaError as exc:
+                results = [exc] * len(chunk)
+            acks: dict[int, list[asyncio.Future[bool]]] = {}
+            for (rec, ack), sent in zip(chunk, results, strict=True):
+                if isinstance(sent, BaseException):
+                    part.send_error = part.send_error or error_text(sent)  # never committed now
+                    ack.set_exception(sent)  # publish() aborts (or, fenced, gives the partition up)
                     continue
                 part.in_txn += 1
-                part.unsettled += 1
                 part.last_released = rec.item.offset
-                sent.add_done_callback(functools.partial(part.sent, part.generation))
-                sent.add_done_callback(functools.partial(_settle, ack))
-
-    async def _send(self, producer: Any, rec: OutRecord) -> asyncio.Future[Any]:
-        if len(rec.value) > self.max_record_bytes:
-            self._shrink(rec)
-        try:
-            fut: asyncio.Future[Any] = await producer.send(
-                rec.topic, rec.value, key=rec.key, headers=rec.headers
-            )
-        except MessageSizeTooLargeError:
-            self._shrink(rec)
-            fut = await producer.send(rec.topic, rec.value, key=rec.key, headers=rec.headers)
-        return fut
-
-    def _shrink(self, rec: OutRecord) -> None:
-        small = self._encoder.too_large(rec, self.max_record_bytes)
-        if len(small.value) > self.max_record_bytes:
-            item = rec.item
-            small = self._encoder.minimal(item, item.request.id if item.request else None, "too_large")
-        rec.topic, rec.key, rec.value, rec.headers = small.topic, small.key, small.value, small.headers
-        rec.error_type, rec.outcome, rec.minimal = small.error_type, small.outcome, small.minimal
+                waiting = acks.get(id(sent))
+                if waiting is None:
+                    waiting = acks[id(sent)] = []
+                    part.unsettled += 1
+                    sent.add_done_callback(functools.partial(part.sent, part.generation))
+                    sent.add_done_callback(functools.partial(_settle, waiting))
+                waiting.append(ack)  # a batch's records share its future
 
     # -------------------------------------------------------------------------- committing
 
@@ -337,11 +340,12 @@ class Transactions:
         part.waiting.clear()
 
 
-def _settle(ack: asyncio.Future[bool], sent: asyncio.Future[Any]) -> None:
+def _settle(acks: list[asyncio.Future[bool]], sent: asyncio.Future[Any]) -> None:
     error = KafkaError("the send was cancelled") if sent.cancelled() else sent.exception()
-    if ack.done():
-        return  # discarded meanwhile (the partition is read again)
-    if error is not None:
-        ack.set_exception(error)
-    else:
-        ack.set_result(True)
+    for ack in acks:
+        if ack.done():
+            continue  # discarded meanwhile (the partition is read again)
+        if error is not None:
+            ack.set_exception(error)
+        else:
+            ack.set_result(True)

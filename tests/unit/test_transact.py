@@ -6,15 +6,17 @@ import asyncio
 import functools
 from collections import Counter
 from typing import Any
+from unittest import mock
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError, KafkaTimeoutError
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from stream_service.config import BatchSettings, DeliverySettings, ExecutorSettings
+from stream_service.pipeline import transact_send
 from tests.engine_kit import TP0, TP1, Harness, config, req, running, settle
-from tests.fakes import SentRecord
+from tests.fakes import FakeTxnCoordinator, SentRecord
 
 GROUP = "stream-service"
 
@@ -153,14 +155,18 @@ async def test_revoke_commits_what_finished_and_the_next_owner_does_the_rest() -
     commit_failures=st.integers(0, 3),
     send_failures=st.integers(0, 3),
     interval_ms=st.sampled_from([1.0, 5.0, 50.0]),
+    batching=st.booleans(),
 )
 def test_committed_data_has_exactly_one_output_per_input_whatever_fails(
-    records: list[str], commit_failures: int, send_failures: int, interval_ms: float
+    records: list[str], commit_failures: int, send_failures: int, interval_ms: float, batching: bool
 ) -> None:
-    """Under random processing times and failed commits and sends: one committed output per input."""
+    """Under random processing times and failed commits and sends, sent record by record or in
+    batches (of 2 or more): one committed output per input."""
 
     async def run() -> Harness:
-        h = Harness(eos(transaction_interval_ms=interval_ms), seed=len(records))
+        coordinator = FakeTxnCoordinator(batching=batching, partitions=1)
+        cfg = eos(transaction_interval_ms=interval_ms)
+        h = Harness(cfg, seed=len(records), coordinator=coordinator)
         h.coordinator.fail_next_commits(commit_failures, KafkaError)
         h.coordinator.fail_next_sends(send_failures)
         async with running(h, TP0, TP1):
@@ -173,7 +179,9 @@ def test_committed_data_has_exactly_one_output_per_input_whatever_fails(
             await until_committed_to(h, {tp: n for tp, n in ends.items() if n})
         return h
 
-    h = asyncio.run(run())
+    with mock.patch.object(transact_send, "TXN_BATCH_MIN_RECORDS", 2):
+        h = asyncio.run(run())
+    event("sent in batches" if h.coordinator.batches_sent else "sent record by record")
     inputs = Counter(_source_of(i) for i in range(len(records)))
     assert committed_sources(h) == Counter({source: 1 for source in inputs})
 
