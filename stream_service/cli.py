@@ -15,6 +15,7 @@ from stream_service.exit_codes import ExitCode
 
 
 def _run(args: argparse.Namespace) -> int:
+    from stream_service import heap
     from stream_service.config_cli import config_from_args
     from stream_service.loop import loop_factory
     from stream_service.observability.logging import configure_logging
@@ -32,6 +33,7 @@ def _run(args: argparse.Namespace) -> int:
     except ImportError:
         print("stream-service: runtime.event_loop = uvloop, but uvloop is not installed", file=sys.stderr)
         return ExitCode.USAGE
+    heap.apply_policy(config.runtime.gc_young_threshold)
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
             return runner.run(service.run())

@@ -118,6 +118,12 @@ def service_producer(config: Config) -> AIOKafkaProducer:
     return AIOKafkaProducer(**_producer_options(config))
 
 
+def producer_batch_bytes(config: Config) -> int:
+    """The largest batch our producers build: a batch must fit one request (send_batch does not
+    check that)."""
+    return min(PRODUCER_BATCH_BYTES, config.kafka.producer_max_request_size)
+
+
 def _producer_options(config: Config, **extra: Any) -> dict[str, Any]:
     k = config.kafka
     return for_client(
@@ -127,8 +133,7 @@ def _producer_options(config: Config, **extra: Any) -> dict[str, Any]:
         enable_idempotence=True,
         linger_ms=k.producer_linger_ms,
         max_request_size=k.producer_max_request_size,
-        # a batch the client builds must fit one request: send_batch does not check it
-        max_batch_size=min(PRODUCER_BATCH_BYTES, k.producer_max_request_size),
+        max_batch_size=producer_batch_bytes(config),
         compression_type=_compression(config),
         **extra,
         **connection_options(config),

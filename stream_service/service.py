@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 from aiokafka.errors import KafkaError
 
+from stream_service import heap
 from stream_service.clients import close_producer, max_message_bytes
 from stream_service.config import Config, redacted
 from stream_service.errors import StartupError
@@ -111,6 +112,7 @@ class Service:
                 parts.engine, cfg.delivery.drain_timeout_s, on_rebalance=self._set_rebalancing
             )
             parts.consumer.subscribe([cfg.topics.input], listener=listener)
+            heap.freeze_startup()  # what start-up made lives as long as the process
             audit.service_started(self.log, redacted(cfg), event_loop=loop_name(asyncio.get_running_loop()))
             self._started = True
             return await self._serve(parts)

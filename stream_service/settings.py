@@ -242,9 +242,15 @@ class LimitSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=T
 
 
 class RuntimeSettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The process: which asyncio event loop runs the service."""
+    """The process: which asyncio event loop runs the service, and how often the garbage
+    collector looks for cycles among young objects (see :mod:`stream_service.heap`)."""
 
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    # container allocations between young-generation passes (CPython: 700); 0 turns the
+    # collector off (reference counting still frees everything but cycles)
+    gc_young_threshold: NonNegativeInt = (
+        50_000  # heap.DEFAULT_YOUNG_THRESHOLD (settings imports nothing of ours)
+    )
 
 
 class ObservabilitySettings(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):

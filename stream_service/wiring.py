@@ -108,7 +108,8 @@ def build_engine(
             group_id=config.topics.group_id,
             txn_id_prefix=delivery.transactional_id_prefix,
             max_record_bytes=config.kafka.producer_max_request_size,
-            on_committed=lambda n: _committed_transaction(metrics),
+            batch_bytes=clients.producer_batch_bytes(config),
+            on_committed=lambda n, seconds: _committed_transaction(metrics, seconds),
             on_aborted=lambda why: metrics.transactions_total.labels(outcome="aborted").inc(),
         )
         publisher = committer = transactions
@@ -178,8 +179,9 @@ def _tracing(config: Config) -> Tracing:
     return build_tracing(config.tracing, input_topic=config.topics.input, group_id=config.topics.group_id)
 
 
-def _committed_transaction(metrics: Metrics) -> None:
+def _committed_transaction(metrics: Metrics, seconds: float) -> None:
     metrics.commits_total.inc()
+    metrics.transaction_commit_seconds.observe(seconds)
     metrics.transactions_total.labels(outcome="committed").inc()
 
 

@@ -315,6 +315,12 @@ class Metrics:
             "Exactly once: partition transactions by outcome (committed, aborted).",
             ("outcome",),
         )
+        self.transaction_commit_seconds = histogram(
+            f"{ns}_transaction_commit_seconds",
+            "Exactly once: one partition's commit, from waiting for its sends' acknowledgements to "
+            "EndTxn's answer (the open transaction's outputs wait for it to become visible).",
+            LATENCY_BUCKETS_S,
+        )
         self.build_info = gauge(
             f"{ns}_build_info", "Always 1; the labels say what is running.", ("version", "python", "aiokafka")
         )

@@ -64,7 +64,8 @@ class Transactions:
         group_id: str,
         txn_id_prefix: str,
         max_record_bytes: int,
-        on_committed: Callable[[int], None] | None = None,
+        batch_bytes: int | None = None,
+        on_committed: Callable[[int, float], None] | None = None,
         on_aborted: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -73,7 +74,7 @@ class Transactions:
         self._ledger = ledger
         self._group_id = group_id
         self._prefix = txn_id_prefix
-        self._sender = TxnSender(encoder, max_record_bytes)
+        self._sender = TxnSender(encoder, max_record_bytes, batch_bytes=batch_bytes)
         self._on_committed = on_committed
         self._on_aborted = on_aborted
         self._clock = clock
@@ -257,6 +258,7 @@ class Transactions:
                 return None
             offset = part.last_released + 1
             count = part.in_txn
+            started = self._clock()
             if (unsent := await part.settle()) is not None:
                 return f"an output of the transaction was not written: {unsent}"
             try:
@@ -270,7 +272,7 @@ class Transactions:
             part.open, part.committed = False, offset
             self._release_committed(part)
             if self._on_committed is not None:
-                self._on_committed(count)
+                self._on_committed(count, self._clock() - started)
             return None
 
     def _release_committed(self, part: TxnPartition) -> None:

@@ -33,10 +33,18 @@ class TxnSender:
     """
 
     def __init__(
-        self, encoder: OutputEncoder, max_record_bytes: int, *, min_batch: int | None = None
+        self,
+        encoder: OutputEncoder,
+        max_record_bytes: int,
+        *,
+        batch_bytes: int | None = None,
+        min_batch: int | None = None,
     ) -> None:
+        """``batch_bytes``: the most the producer's batches hold (None: unknown); when no larger
+        than ``max_record_bytes``, the batches need no byte count of ours."""
         self._encoder = encoder
         self.max_record_bytes = max_record_bytes
+        self._batch_bytes = batch_bytes
         self._min_batch = TXN_BATCH_MIN_RECORDS if min_batch is None else min_batch
         self._partitions: dict[str, list[int]] = {}  # topic -> partition ids
 
@@ -80,12 +88,13 @@ class TxnSender:
         out: list[SendResult | None],
     ) -> None:
         cap = self.max_record_bytes
+        # The topics take larger batches than the producer builds: its own limit is enough.
+        counted = self._batch_bytes is None or self._batch_bytes > cap
         batch = producer.create_batch()
         members: list[int] = []
         for i in indexes:
             rec = records[i]
-            size = _record_bytes(rec)
-            full = members and batch.size() + size > cap
+            full = counted and members and batch.size() + _record_bytes(rec) > cap
             if (
                 full
                 or batch.append(key=rec.key, value=rec.value, timestamp=None, headers=rec.headers) is None
