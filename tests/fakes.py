@@ -260,18 +260,23 @@ class FakeBatch:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
+        self.closed = False
         self.records: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = []
 
     def append(
         self, *, key: bytes | None, value: bytes, timestamp: int | None, headers: Headers
     ) -> object | None:
-        if self.records and self.size() + len(value) > self.capacity:
-            return None  # full, as aiokafka's BatchBuilder says
+        if self.closed or (self.records and self.size() + len(value) > self.capacity):
+            return None  # full or closed, as aiokafka's BatchBuilder says
         self.records.append((key, value, list(headers)))
         return object()
 
     def size(self) -> int:
         return sum(len(value) for _, value, _ in self.records)
+
+    def close(self) -> None:
+        """Complete: aiokafka's BatchBuilder then takes no more records and skips the linger."""
+        self.closed = True
 
 
 class FakeProducer:

@@ -142,6 +142,7 @@ async def _submit(
     if not members:
         return
     result: SendResult
+    batch.close()  # complete: aiokafka sends a closed batch without waiting out linger_ms
     try:
         result = await producer.send_batch(batch, topic, partition=partition)
     except KafkaError as exc:

@@ -228,3 +228,19 @@ async def test_cancelled_publish_propagates_cancellation() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert publisher.failures == 0
+
+
+async def test_batches_are_closed_before_they_are_handed_over() -> None:
+    """A complete batch is closed, so aiokafka sends it without waiting out linger_ms."""
+    producer = FakeProducer(batching=True, partitions=1)
+    handed: list[Any] = []
+    send_batch = producer.send_batch
+
+    async def recording(batch: Any, topic: str, partition: int) -> asyncio.Future[Any]:
+        handed.append(batch)
+        return await send_batch(batch, topic, partition)
+
+    producer.send_batch = recording
+    await Publisher(producer, encoder(), max_request_size=LIMIT_BYTES * 1000).publish(results(100))
+    assert handed and all(batch.closed for batch in handed)
+    assert len(producer.acked) == 100

@@ -95,3 +95,18 @@ async def test_a_failure_to_learn_the_partitions_fails_those_records_only() -> N
     producer.partitions_for = unreachable  # type: ignore[method-assign]
     sent = await TxnSender(encoder(), LIMIT_BYTES).send(producer, results(20))
     assert all(isinstance(f, KafkaConnectionError) for f in sent)
+
+
+async def test_batches_are_closed_before_they_are_handed_over() -> None:
+    """A complete batch is closed, so aiokafka sends it without waiting out linger_ms."""
+    producer = await open_producer()
+    handed: list[Any] = []
+    send_batch = producer.send_batch
+
+    async def recording(batch: Any, topic: str, partition: int) -> asyncio.Future[Any]:
+        handed.append(batch)
+        return await send_batch(batch, topic, partition)
+
+    producer.send_batch = recording  # type: ignore[method-assign]
+    await TxnSender(encoder(), LIMIT_BYTES).send(producer, results(64))
+    assert handed and all(batch.closed for batch in handed)
