@@ -93,6 +93,7 @@ class FakeConsumer:
         self.calls: list[GetmanyCall] = []
         self._fed = asyncio.Event()
         self._polled = asyncio.Event()
+        self.waiting = asyncio.Event()  # set while a getmany waits for records to be fed
         self._commit_failures: list[BaseException] = []
         self._getmany_failures: list[BaseException] = []
 
@@ -223,11 +224,14 @@ class FakeConsumer:
         batch = self._take(max_records)
         if not batch and timeout_ms > 0:
             self._fed.clear()
+            self.waiting.set()
             try:
                 async with asyncio.timeout(timeout_ms / 1000):
                     await self._fed.wait()
             except TimeoutError:
                 pass
+            finally:
+                self.waiting.clear()
             batch = self._take(max_records)
         self.calls.append(
             GetmanyCall(timeout_ms, max_records, sum(map(len, batch.values())), frozenset(self._paused))

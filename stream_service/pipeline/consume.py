@@ -45,7 +45,8 @@ class PollLoop:
     ``max.poll.interval.ms``), even with every partition paused; it never takes more records
     than the ledger's free in-flight capacity, so in-flight work stays within ``max_in_flight``.
     It alone pauses and resumes partitions; :meth:`assigned` forgets the pauses of an earlier
-    assignment (back-pressure state must not survive a rebalance).
+    assignment (back-pressure state must not survive a rebalance). After :meth:`stop` nothing
+    more is handed on, not even a fetch that was already under way.
     """
 
     def __init__(
@@ -166,5 +167,9 @@ class PollLoop:
                 self._log.warning("poll.error", error=f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(IDLE_POLL_S)
                 continue
-            if batch:
+            # A fetch that returns after stop() is dropped: the drain that stopped the loop waits
+            # only for the work it knows of, and commits nothing past these records, so they are
+            # read again by whoever owns the partition next (handing them on could publish outputs
+            # whose offsets are never committed: duplicates after a clean stop).
+            if batch and not self._stop.is_set():
                 on_records(batch)

@@ -252,6 +252,24 @@ async def test_stop_ends_the_loop() -> None:
         await task
 
 
+async def test_records_fetched_after_stop_are_not_handed_on() -> None:
+    """A fetch that returns after stop() hands nothing on: a drain must not gain work it never waits for."""
+    consumer = FakeConsumer([TP0])
+    ledger = Ledger(ordered=False)
+    ledger.open([TP0])
+    poll_loop = PollLoop(consumer, ledger, BackPressurePolicy(10, 1 << 30, 1))
+    sink = Sink(ledger)
+    task = asyncio.create_task(poll_loop.run(sink))
+    await consumer.waiting.wait()  # a getmany is waiting for records
+    poll_loop.stop()
+    consumer.feed_values(TP0, [b"x"] * 3)  # ... and returns them after the stop
+    async with asyncio.timeout(5):
+        await task
+    assert consumer.remaining(TP0) == 0  # they were fetched
+    assert sink.received == []
+    assert ledger.tracked == 0
+
+
 @pytest.mark.parametrize(
     ("max_in_flight", "batch_max_size", "assigned", "expected"),
     [
