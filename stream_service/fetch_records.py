@@ -17,6 +17,15 @@ partition stalls for good and the skipped records would be committed past.
   being dropped; the position stays at the bad batch, which is fetched again (a corrupt log on
   the broker is never skipped silently), and ``fetch.unreadable`` is logged.
 
+It also frees a fetch that is dropped unread at once. aiokafka's ``PartitionRecords`` and its
+record generator refer to each other, and aiokafka breaks that cycle only when the records are
+read to the end; a fetch dropped before that (its partition paused by back-pressure, sought or
+revoked: aiokafka drops it and fetches again later) was left to the cyclic garbage collector
+with its fetch buffer (up to ``max_partition_fetch_bytes``, 1 MiB by default). Under
+back-pressure with a slow processor that was hundreds of MB between collections (RSS 678 MB
+against 129 MB, 200,000-record backlog, 1,000 in flight). :class:`_ReleasingFetchResult`
+breaks the cycle when it lets go of its records, so reference counting frees them.
+
 The fast C reader still parses every well-formed fetch; the Python reader runs only for the
 rest of a fetch that held a bad header name. ``tests/unit/test_fetch_records.py`` checks the
 patch against the pinned aiokafka version, so an upgrade that changes these internals fails
@@ -186,9 +195,36 @@ class _GuardedPartitionRecords(fetcher.PartitionRecords):  # type: ignore[misc]
         )
 
 
+class _ReleasingFetchResult(fetcher.FetchResult):  # type: ignore[misc]
+    """aiokafka's FetchResult, which breaks its records' reference cycle when it drops them unread.
+
+    Guarantees: records it lets go of before they were read to the end (their partition was
+    paused, sought or is no longer assigned), or still holds when it is itself dropped, are freed
+    by reference counting at once instead of waiting for a cyclic collection.
+    """
+
+    def check_assignment(self, tp: Any) -> bool:
+        records = self._partition_records
+        if super().check_assignment(tp):
+            return True
+        _release(records)  # aiokafka has just dropped them: the partition is paused or moved
+        return False
+
+    def __del__(self) -> None:
+        _release(getattr(self, "_partition_records", None))
+
+
+def _release(records: Any) -> None:
+    """End a PartitionRecords' generator, which holds the records (and so the fetch buffer)."""
+    if records is not None:
+        records._records_iterator = None
+
+
 def install() -> None:
-    """Patch aiokafka's fetcher (once): keep the raw bytes of each fetch, parse bad ones leniently."""
+    """Patch aiokafka's fetcher (once): keep the raw bytes of each fetch, parse bad ones leniently,
+    free fetches dropped unread at once."""
     if fetcher.PartitionRecords is _GuardedPartitionRecords:
         return
     fetcher.PartitionRecords = _GuardedPartitionRecords
     fetcher.MemoryRecords = _RawMemoryRecords
+    fetcher.FetchResult = _ReleasingFetchResult

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import struct
+import weakref
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
@@ -97,3 +101,41 @@ def test_install_is_idempotent() -> None:
     fetch_records.install()
     assert fetcher.PartitionRecords is fetch_records._GuardedPartitionRecords
     assert fetcher.MemoryRecords is fetch_records._RawMemoryRecords
+    assert fetcher.FetchResult is fetch_records._ReleasingFetchResult
+
+
+class _Assignment:
+    """The part of aiokafka's assignment a FetchResult asks: is the partition paused, where is it."""
+
+    active = True
+
+    def __init__(self, *, paused: bool) -> None:
+        self.state = SimpleNamespace(paused=paused, position=0, consumed_to=lambda offset: None)
+
+    def state_value(self, tp: TopicPartition) -> Any:
+        return self.state
+
+
+@pytest.mark.parametrize("drop", ["paused", "deleted"])
+def test_a_fetch_dropped_unread_is_freed_without_the_cyclic_collector(drop: str) -> None:
+    """Records dropped half read (partition paused, or the fetch discarded) are freed by refcount."""
+    fetch_records.install()
+    raw = batch(0, [(b"v" * 100, []) for _ in range(10)])
+    records = fetcher.PartitionRecords(
+        TP, fetcher.MemoryRecords(raw), None, 0, None, None, True, READ_UNCOMMITTED
+    )
+    assignment = _Assignment(paused=False)
+    result = fetcher.FetchResult(TP, assignment=assignment, partition_records=records, backoff=0)
+    assert len(result.getall(max_records=3)) == 3  # the generator is now running: the cycle exists
+    alive = weakref.ref(records)
+    del records
+    gc.disable()  # only reference counting may free them
+    try:
+        if drop == "paused":
+            assignment.state.paused = True
+            assert result.getall() == []  # aiokafka drops the records of a paused partition
+        else:
+            del result
+        assert alive() is None
+    finally:
+        gc.enable()
