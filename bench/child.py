@@ -67,9 +67,10 @@ def raw_loop_argv(
     acks1: bool = False,
     concurrency: int | None = None,
     sleep_ms: float = 0.0,
+    lineage: bool = False,
 ) -> list[str]:
     """``python -m bench.raw_loop`` for one run: W1 (a), with ``acks1`` W1 (a'), with
-    ``concurrency`` the raw W2 loop."""
+    ``concurrency`` the raw W2 loop; ``lineage`` for the latency runs (answers name their input)."""
     argv = [
         sys.executable, "-m", "bench.raw_loop",
         "--bootstrap-servers", bootstrap,
@@ -82,6 +83,8 @@ def raw_loop_argv(
         argv += ["--acks", "1", "--no-idempotence", "--read-uncommitted"]
     if concurrency is not None:
         argv += ["--concurrency", str(concurrency), "--sleep-ms", f"{sleep_ms:g}"]
+    if lineage:
+        argv.append("--lineage")
     return argv
 
 

@@ -28,7 +28,7 @@ from bench.broker import (
     read_topic,
     unique,
 )
-from bench.child import Child, service_argv
+from bench.child import Child, raw_loop_argv, service_argv
 from bench.runs import PROMPT_BYTES, Bench
 from bench.stats import percentile
 from bench.visible import read_seen, sources, visible_argv
@@ -50,14 +50,19 @@ async def latency_run(
     warmup_s: float,
     seed: int,
     settings: Mapping[str, object],
+    raw: bool = False,
 ) -> dict[str, float]:
-    """Offer ``rate`` msg/s for ``duration_s`` to a running service; latency percentiles (ms) of
-    the records created after the first ``warmup_s``."""
+    """Offer ``rate`` msg/s for ``duration_s`` to a running service (with ``raw``, to the raw W1
+    loop instead: the reference); latency percentiles (ms) of the records created after the first
+    ``warmup_s``."""
     input_topic = unique("latency-in")
     await create_topics(bench.bootstrap, {input_topic: INPUT_PARTITIONS})
     outputs = await new_outputs(bench.bootstrap, "latency", log_append_time=True)
     count = max(1, int(rate * duration_s))
-    argv = service_argv(bench.bootstrap, input_topic, outputs, processor="echo", settings=settings)
+    if raw:
+        argv = raw_loop_argv(bench.bootstrap, input_topic, outputs, total=count, lineage=True)
+    else:
+        argv = service_argv(bench.bootstrap, input_topic, outputs, processor="echo", settings=settings)
     child = Child(argv, bench.log_path("latency"))
     seen_path = bench.log_path("visible").with_suffix(".msgpack")
     reader = Child(

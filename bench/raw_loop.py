@@ -10,6 +10,9 @@ W2 (``--concurrency C --sleep-ms 20``): each batch from getmany is handled by
 call), then its answer is sent; once the batch's answers are acknowledged, its offsets are
 committed -- the service's order of things, without its engine.
 
+With ``--lineage`` each answer carries the service's ``source-partition``/``source-offset``
+headers, so the latency run can match it to its input: the raw loop as the latency reference.
+
 It logs the same ``partitions.assigned`` JSON line as the service when it joins, so both are
 timed alike (``python -m bench.raw_loop --bootstrap-servers ...``).
 """
@@ -29,6 +32,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 
 from stream_service.messages import Request, Result
+from stream_service.wire import SOURCE_OFFSET, SOURCE_PARTITION
 
 MAX_RECORDS = 4096  # per getmany, as the service's poll
 
@@ -74,8 +78,10 @@ async def raw_loop(
     *,
     concurrency: int | None = None,
     sleep_s: float = 0.0,
+    lineage: bool = False,
 ) -> int:
-    """Process ``total`` records (W1; or W2 when ``concurrency`` is given); return how many."""
+    """Process ``total`` records (W1; or W2 when ``concurrency`` is given); return how many.
+    With ``lineage`` (W1 only) each answer names its input in the service's lineage headers."""
     echo = _Echo()
     gate = asyncio.Semaphore(concurrency or 1)
 
@@ -96,13 +102,18 @@ async def raw_loop(
             futures = []
             for rec in records:
                 out, key = echo(rec.value)
-                futures.append(await producer.send(output_topic, out, key=key))
+                headers = _lineage(rec) if lineage else None
+                futures.append(await producer.send(output_topic, out, key=key, headers=headers))
         else:
             futures = await asyncio.gather(*(answer(rec.value) for rec in records))
         await asyncio.gather(*futures)
         await consumer.commit()
         done += len(records)
     return done
+
+
+def _lineage(rec: Any) -> list[tuple[str, bytes]]:
+    return [(SOURCE_PARTITION, b"%d" % rec.partition), (SOURCE_OFFSET, b"%d" % rec.offset)]
 
 
 async def run(args: argparse.Namespace) -> float:
@@ -134,6 +145,7 @@ async def run(args: argparse.Namespace) -> float:
             args.total,
             concurrency=args.concurrency,
             sleep_s=args.sleep_ms / 1000.0,
+            lineage=args.lineage,
         )
         return time.perf_counter() - started
     finally:
@@ -154,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-idempotence", action="store_true", help="producer without idempotence")
     parser.add_argument("--read-uncommitted", action="store_true", help="consumer isolation read_uncommitted")
     parser.add_argument("--concurrency", type=int, help="W2: requests awaited at once per batch")
+    parser.add_argument(
+        "--lineage", action="store_true", help="W1: source-partition/source-offset headers on each answer"
+    )
     parser.add_argument("--sleep-ms", type=float, default=0.0, help="W2: what each request awaits")
     return parser
 

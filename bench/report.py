@@ -296,6 +296,8 @@ def _w3(suite: Suite) -> list[str]:
 def _latency_name(variant: str) -> str:
     kind, _, load = variant.partition(" ")
     load = load.replace("% of (e)", "% of W1 (e)")
+    if kind == RAW:
+        return f"raw aiokafka loop (reference), {load}"
     return f"{'exactly once' if kind == SERVICE_EOS else 'at least once'}, {load}"
 
 
@@ -346,9 +348,9 @@ def _latency(suite: Suite) -> list[str]:
     ]
 
 
-def _latency_order(variant: str) -> tuple[bool, bool, int]:
+def _latency_order(variant: str) -> tuple[bool, bool, bool, int]:
     kind, _, load = variant.partition(" ")
-    return (kind == SERVICE_EOS, "of (e)" in load, int(load.split("%")[0] or 0))
+    return (kind == RAW, kind == SERVICE_EOS, "of (e)" in load, int(load.split("%")[0] or 0))
 
 
 def _eos(suite: Suite) -> list[str]:

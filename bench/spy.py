@@ -46,7 +46,7 @@ _DONE_TIMEOUT_S = 600.0
 
 class Stack(NamedTuple):
     frames: tuple[str, ...]  # outermost first, as py-spy writes them
-    count: int
+    samples: int  # how often py-spy saw this stack
 
 
 class Share(NamedTuple):
@@ -93,15 +93,15 @@ def summarise(stacks: Iterable[Stack], top: int = 20) -> Profile:
     modules: Counter[str] = Counter()
     samples = idle = 0
     for stack in stacks:
-        samples += stack.count
+        samples += stack.samples
         leaf = stack.frames[-1]
         if any(marker in leaf for marker in IDLE_MARKERS):
-            idle += stack.count
+            idle += stack.samples
             continue
-        own[leaf] += stack.count
-        modules[module_of(leaf)] += stack.count
+        own[leaf] += stack.samples
+        modules[module_of(leaf)] += stack.samples
         for frame in set(stack.frames):
-            anywhere[frame] += stack.count
+            anywhere[frame] += stack.samples
     busy = samples - idle
 
     def shares(counter: Counter[str], limit: float = 1.0) -> list[Share]:

@@ -235,6 +235,9 @@ def _latency(suite: Suite) -> Target:
     measured = (
         "–" if p99 is None else f"p99 {spread(suite, LATENCY, variant, 'p99_ms')} ms vs {bound:,.1f} ms"
     )
+    reference = latency_variant(RAW, LATENCY_LOAD)
+    if p99 is not None and suite.median(LATENCY, reference, "p99_ms") is not None:
+        measured += f"; raw loop at the same rate p99 {spread(suite, LATENCY, reference, 'p99_ms')} ms"
     return Target("latency", "Latency: p99 ≤ linger + processing p99 + 50 ms at 50% load", measured, met)
 
 

@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def read_seen(path: Path) -> Seen:
     """What :func:`main` wrote."""
-    return [tuple(row) for row in msgspec.msgpack.decode(path.read_bytes())]  # type: ignore[misc]
+    return [tuple(row) for row in msgspec.msgpack.decode(path.read_bytes())]
 
 
 def visible_argv(bootstrap: str, topic: str, expect: int, output: Path) -> list[str]:

@@ -184,9 +184,17 @@ def test_w1_variants_follow_the_selection() -> None:
 
 
 def test_latency_runs_three_loads_and_exactly_once_at_half() -> None:
-    """latency runs at least once at 50/25/75% and exactly once at 50% of (b) and of (e); eos the 50%s."""
+    """latency runs at least once at 50/25/75%, exactly once at 50% of (b) and of (e), and the raw loop
+    at 50% as the reference; eos the service's 50%s."""
     names = [v.name for v in latency_variants({LATENCY})]
-    assert names == ["service 50%", "service-eos 50%", "service-eos 50% of (e)", "service 25%", "service 75%"]
+    assert names == [
+        "service 50%",
+        "service-eos 50%",
+        "service-eos 50% of (e)",
+        "service 25%",
+        "service 75%",
+        "raw 50%",
+    ]
     assert [v.name for v in latency_variants({EOS})] == names[:3]
     assert latency_variants({W1}) == []
 

@@ -14,6 +14,8 @@ from stream_service.messages import Request, Result
 
 class _Record(NamedTuple):
     value: bytes
+    partition: int = 0
+    offset: int = 0
 
 
 class _FakeProducer:
@@ -21,10 +23,12 @@ class _FakeProducer:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, bytes]] = []
+        self.headers: list[Any] = []
         self.acked = 0
 
-    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[Any]:
+    async def send(self, topic: str, value: bytes, key: bytes, headers: Any = None) -> asyncio.Future[Any]:
         self.sent.append((topic, value, key))
+        self.headers.append(headers)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         asyncio.get_running_loop().call_soon(self._ack, future)
         return future
@@ -62,6 +66,20 @@ async def test_w1_loop_echoes_every_record_and_commits_after_its_acks() -> None:
     assert [(r.id, r.content) for r in results] == [(str(i), f"p{i}") for i in range(5)]
     assert [key for _, _, key in producer.sent] == [str(i).encode() for i in range(5)]
     assert consumer.commits == [3, 5]
+
+
+async def test_w1_loop_with_lineage_names_each_answers_input() -> None:
+    """With lineage, each answer carries its input's source-partition and source-offset headers."""
+    producer = _FakeProducer()
+    batch = [r._replace(partition=3, offset=100 + i) for i, r in enumerate(_records(2))]
+    consumer = _FakeConsumer(producer, [batch])
+    await raw_loop(consumer, producer, "out", 2, lineage=True)  # type: ignore[arg-type]
+    assert producer.headers == [
+        [("source-partition", b"3"), ("source-offset", b"100")],
+        [("source-partition", b"3"), ("source-offset", b"101")],
+    ]
+    await raw_loop(_FakeConsumer(producer, [_records(1)]), producer, "out", 1)  # type: ignore[arg-type]
+    assert producer.headers[-1] is None
 
 
 async def test_w2_loop_waits_at_most_c_at_a_time_then_commits() -> None:

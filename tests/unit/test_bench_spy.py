@@ -23,7 +23,7 @@ RAW = "\n".join(
 def test_parse_raw_reads_collapsed_stacks_and_skips_other_lines() -> None:
     """Each ``frame;frame count`` line becomes a stack, outermost frame first."""
     stacks = parse_raw(RAW)
-    assert [s.count for s in stacks] == [10, 30, 50, 20]
+    assert [s.samples for s in stacks] == [10, 30, 50, 20]
     assert stacks[1].frames[-1] == "murmur2 (aiokafka/partitioner.py:33)"
 
 
