@@ -253,6 +253,24 @@ def assert_all_answered(outputs: Outputs, input_offsets: Mapping[int, range]) ->
     assert not missing, f"{len(missing)} inputs have no output, first: {missing[:10]}"
 
 
+async def read_all(bootstrap: str, topic: str) -> list[Any]:
+    """Every record of ``topic``, from the beginning up to the end offsets as of now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(await partition_count(bootstrap, topic))]
+        consumer.assign(tps)
+        end = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        records: list[Any] = []
+        while any([await consumer.position(tp) < end[tp] for tp in tps]):
+            for batch in (await consumer.getmany(timeout_ms=1000)).values():
+                records.extend(batch)
+        return records
+    finally:
+        await stop_consumer(consumer)
+
+
 async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
     """Stop a group-less consumer; aiokafka's NoGroupCoordinator.close re-raises the CancelledError of
     its own helper task when that task had not started yet, which is not our cancellation."""

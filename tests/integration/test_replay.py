@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.structs import RecordMetadata
 
@@ -24,7 +24,7 @@ from tests.integration.harness import (
     ServiceProcess,
     Topics,
     produce,
-    stop_consumer,
+    read_all,
     unique,
     workload,
 )
@@ -47,24 +47,6 @@ async def replay_cli(bootstrap: str, input_topic: str, errors_topic: str, *args:
     assert proc.returncode is not None
     summary = json.loads(out) if out.strip() else None
     return proc.returncode, summary, err.decode()
-
-
-async def read_topic(bootstrap: str, topic: str, partitions: int) -> list[Any]:
-    """Every record of ``topic`` up to the end offsets captured now."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(tps)
-        end = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        records: list[Any] = []
-        while any([await consumer.position(tp) < end[tp] for tp in tps]):
-            for batch in (await consumer.getmany(timeout_ms=1000)).values():
-                records.extend(batch)
-        return records
-    finally:
-        await stop_consumer(consumer)
 
 
 async def test_failed_requests_replayed_by_the_cli_all_get_a_result(
@@ -180,7 +162,7 @@ async def test_replays_copy_the_record_carry_the_chain_and_stop_at_max_replays(
         assert (first["replayed"], first["skipped"]) == (4, {"duplicate": 1, "other-topic": 1})
         assert first["errors_matched"] == {"rate_limit": 1, "timeout": 5}
 
-        records = await read_topic(kafka_bootstrap, input_topic, 2)
+        records = await read_all(kafka_bootstrap, input_topic)
         originals = {(r.partition, r.offset): r for r in records if header(r, "replay-of") is None}
         copies = {request_id_of(r): r for r in records if header(r, "replay-of") is not None}
         assert sorted(copies) == ["req-1", "req-2", "req-3", "req-4"]
@@ -205,7 +187,7 @@ async def test_replays_copy_the_record_carry_the_chain_and_stop_at_max_replays(
         assert code == 0, err
         assert second["replayed"] == 2
         assert second["skipped"] == {"already-replayed": 4, "duplicate": 1, "other-topic": 1}
-        records = await read_topic(kafka_bootstrap, input_topic, 2)
+        records = await read_all(kafka_bootstrap, input_topic)
         again = [r for r in records if header(r, "replay-count") == b"2"]
         assert sorted(request_id_of(r) for r in again) == ["req-1", "req-2"]
         for copy in again:

@@ -13,13 +13,13 @@ from typing import Any
 
 import msgspec
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from stream_service.messages import ErrorRecord, Request, Result
 from stream_service.tools import produce, reconcile, report
 from stream_service.tools.produce import produce_requests
-from stream_service.tools.scan import topic_partitions
 from tests.conftest import TopicFactory
+from tests.integration.harness import read_all
 
 pytestmark = pytest.mark.integration
 
@@ -37,25 +37,6 @@ async def topics(topic_factory: TopicFactory) -> Topics:
         results=await topic_factory(2, prefix="tools-results"),
         errors=await topic_factory(1, prefix="tools-errors"),
     )
-
-
-async def _read_all(bootstrap: str, topic: str) -> list[Any]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        tps = [
-            TopicPartition(topic, p) for p in await topic_partitions({"bootstrap_servers": bootstrap}, topic)
-        ]
-        consumer.assign(tps)
-        end = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        records: list[Any] = []
-        while any([await consumer.position(tp) < end[tp] for tp in tps]):
-            for batch in (await consumer.getmany(timeout_ms=1000)).values():
-                records.extend(batch)
-        return records
-    finally:
-        await consumer.stop()
 
 
 def _lineage(record: Any) -> list[tuple[str, bytes]]:
@@ -104,7 +85,7 @@ async def test_reconcile_finds_the_one_missing_offset_and_report_adds_up(
         kafka_bootstrap, topics.input, 90, tenants=["acme", "globex"], bad_ratio=0.2, profiles=["p"], seed=11
     )
     assert stats.sent == 90 and sum(stats.partitions.values()) == 90
-    inputs = await _read_all(kafka_bootstrap, topics.input)
+    inputs = await read_all(kafka_bootstrap, topics.input)
     assert len(inputs) == 90
     skipped = next(r for r in inputs if r.partition == 1 and r.offset == 4)
     duplicated = next(r for r in inputs if r.partition == 2 and r.offset == 0)
@@ -174,7 +155,7 @@ async def test_reconcile_reads_real_offsets_across_transaction_markers(
                     await producer.send(topics.input, f"{txn}-{i}".encode(), partition=0)
     finally:
         await producer.stop()
-    inputs = await _read_all(kafka_bootstrap, topics.input)
+    inputs = await read_all(kafka_bootstrap, topics.input)
     assert len(inputs) == 12 and max(r.offset for r in inputs) > 11  # markers took offsets
     answer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await answer.start()
@@ -203,7 +184,7 @@ async def test_produce_command_and_rate(
     assert code == 0
     assert stats["sent"] == 200 and set(stats["tenants"]) == {"tenant-0", "tenant-1", "tenant-2"}
     assert 0.15 <= stats["elapsed_s"] < 2.0
-    assert len(await _read_all(kafka_bootstrap, topics.input)) == 200
+    assert len(await read_all(kafka_bootstrap, topics.input)) == 200
 
 
 async def test_produce_is_fast(kafka_bootstrap: str, topics: Topics) -> None:
@@ -234,7 +215,7 @@ async def test_paced_produce_meets_the_offered_rate_with_slow_acks(
     """At --rate 1000 with acks 40 ms late, 2000 records still go out at about 1000/s."""
     stats = await produce_requests(kafka_bootstrap, topics.input, 2000, rate=1000.0, make_producer=_SlowAcks)
     assert stats.sent == 2000
-    assert len(await _read_all(kafka_bootstrap, topics.input)) == 2000
+    assert len(await read_all(kafka_bootstrap, topics.input)) == 2000
     assert stats.elapsed_s >= 1.9, stats.elapsed_s  # not faster than asked
     # Awaiting every chunk's acks before the next reached only about a fifth of the rate.
     assert stats.rate_per_s > 750, stats.rate_per_s
