@@ -264,34 +264,12 @@ class Publisher:
                     full
                     or batch.append(key=rec.key, value=rec.value, timestamp=None, headers=rec.headers) is None
                 ):
-                    await self._submit(producer, batch, topic, partition, members, out)
+                    await submit_batch(producer, batch, topic, partition, members, out)
                     batch, members = producer.create_batch(), []
                     batch.append(key=rec.key, value=rec.value, timestamp=None, headers=rec.headers)
                 members.append(i)
-            await self._submit(producer, batch, topic, partition, members, out)
+            await submit_batch(producer, batch, topic, partition, members, out)
         return [f if f is not None else KafkaError("not sent") for f in out]
-
-    @staticmethod
-    async def _submit(
-        producer: Any,
-        batch: Any,
-        topic: str,
-        partition: int,
-        members: list[int],
-        out: list[SendResult | None],
-    ) -> None:
-        if not members:
-            return
-        result: SendResult
-        # The batch is complete: closed, aiokafka sends it at once instead of holding it for
-        # linger_ms in case send() adds records to it (a latency of up to 5 ms, for nothing).
-        batch.close()
-        try:
-            result = await producer.send_batch(batch, topic, partition=partition)
-        except KafkaError as exc:
-            result = exc
-        for i in members:
-            out[i] = result
 
     async def _acknowledgements(self, futures: list[asyncio.Future[Any]]) -> dict[int, object]:
         """Each future's result or exception, by id; one still pending after the ack timeout counts
@@ -411,6 +389,24 @@ class Publisher:
                 backoff_s=round(backoff, 3),
             )
             self._held_back = 0
+
+
+async def submit_batch(
+    producer: Any, batch: Any, topic: str, partition: int, members: list[int], out: list[SendResult | None]
+) -> None:
+    """Hand a complete batch to the producer; its future (or the refusal) becomes ``out[i]`` of
+    each member. The batch is closed first: aiokafka sends a closed batch at once instead of
+    holding it for linger_ms in case send() adds records to it (up to 5 ms, for nothing)."""
+    if not members:
+        return
+    result: SendResult
+    batch.close()
+    try:
+        result = await producer.send_batch(batch, topic, partition=partition)
+    except KafkaError as exc:
+        result = exc
+    for i in members:
+        out[i] = result
 
 
 def _shared(records: Sequence[OutRecord], futures: Sequence[SendResult]) -> dict[int, int]:

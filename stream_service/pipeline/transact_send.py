@@ -11,7 +11,12 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from stream_service.pipeline.encode import OutputEncoder, OutRecord
 from stream_service.pipeline.partition import partition_of
-from stream_service.pipeline.publish import BATCHED_RECORD_MAX_BYTES, RECORD_OVERHEAD_BYTES, SendResult
+from stream_service.pipeline.publish import (
+    BATCHED_RECORD_MAX_BYTES,
+    RECORD_OVERHEAD_BYTES,
+    SendResult,
+    submit_batch,
+)
 
 # Records for one output partition worth a batch of their own. Lower than at least once's 64:
 # a transaction's hand-over sends what became ready in input order, often a few dozen records,
@@ -99,13 +104,13 @@ class TxnSender:
                 full
                 or batch.append(key=rec.key, value=rec.value, timestamp=None, headers=rec.headers) is None
             ):
-                await _submit(producer, batch, topic, partition, members, out)
+                await submit_batch(producer, batch, topic, partition, members, out)
                 batch, members = producer.create_batch(), []
                 if batch.append(key=rec.key, value=rec.value, timestamp=None, headers=rec.headers) is None:
                     out[i] = await self._send_one(producer, rec, partition)  # over a batch by itself
                     continue
             members.append(i)
-        await _submit(producer, batch, topic, partition, members, out)
+        await submit_batch(producer, batch, topic, partition, members, out)
 
     async def _send_one(self, producer: Any, rec: OutRecord, partition: int | None = None) -> SendResult:
         try:
@@ -134,18 +139,3 @@ def _record_bytes(rec: OutRecord) -> int:
     """About what ``rec`` adds to a batch: key, value, headers and the record's own framing."""
     headers = sum(len(name) + len(value) for name, value in rec.headers) if rec.headers else 0
     return len(rec.value) + (len(rec.key) if rec.key else 0) + headers + RECORD_OVERHEAD_BYTES
-
-
-async def _submit(
-    producer: Any, batch: Any, topic: str, partition: int, members: list[int], out: list[SendResult | None]
-) -> None:
-    if not members:
-        return
-    result: SendResult
-    batch.close()  # complete: aiokafka sends a closed batch without waiting out linger_ms
-    try:
-        result = await producer.send_batch(batch, topic, partition=partition)
-    except KafkaError as exc:
-        result = exc
-    for i in members:
-        out[i] = result
