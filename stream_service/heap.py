@@ -4,7 +4,7 @@ CPython's cyclic collector runs a young-generation pass every 700 net allocation
 objects, and a full pass whenever enough objects have survived into the old generation. A
 service holding ~10,000 requests in flight allocates a handful of containers per record, so
 with the default policy W1 spent about 0.9 s of its 4 s in the collector (26 full passes of up
-to 30 ms each: the p99 latency is made of them). Nearly everything the pipeline allocates is
+to 30 ms each, every one a pause of every partition). Nearly everything the pipeline allocates is
 freed by reference counting; the collector is only needed for the rare cycle. A cycle that
 holds a large buffer is the exception that matters: it lives until a pass finds it, so the one
 aiokafka makes for every fetch dropped unread is broken where it is made (see
